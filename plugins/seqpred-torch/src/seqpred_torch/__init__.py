@@ -1,0 +1,1 @@
+"""PyTorch backend for seqpred. Importing this package does not import torch."""

@@ -1,0 +1,188 @@
+"""The torch network and its translation of the seqpred model contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from seqpred import Model, ModelSpec, OptimizerSettings
+
+from .mapping import from_canonical, parameter_map, to_canonical
+
+
+class LSTMNet(nn.Module):
+    """Embedding (or scaled id) → stacked LSTM with dropout after each layer → dense logits."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        if spec.embedding:
+            self.embed = nn.Embedding(spec.vocab_size, spec.embedding)
+        self.lstm = nn.LSTM(
+            spec.input_size, spec.hidden, num_layers=spec.layers, batch_first=True,
+            dropout=spec.dropout if spec.layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(spec.dropout)
+        self.dense = nn.Linear(spec.hidden, spec.vocab_size)
+
+    def inputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.spec.embedding:
+            return self.embed(tokens)
+        return (tokens.to(torch.float32) / self.spec.vocab_size).unsqueeze(-1)
+
+    def forward(self, tokens: torch.Tensor, state=None, last_only: bool = False):
+        out, state = self.lstm(self.inputs(tokens), state)
+        if last_only:
+            out = out[:, -1]
+        return self.dense(self.drop(out)), state
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was asked for but torch sees no GPU; use --device cpu")
+    return torch.device(device)
+
+
+class TorchModel(Model):
+    def __init__(self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0):
+        self.spec = spec
+        self.device = resolve_device(device)
+        self.seed = seed
+        torch.manual_seed(seed)
+        self.net = LSTMNet(spec).to(self.device)
+        for k in range(spec.layers):
+            getattr(self.net.lstm, f"bias_hh_l{k}").requires_grad_(False)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.clip: float | None = None
+        self._step_weights = None
+
+    # -- weights ---------------------------------------------------------------------------
+    def get_weights(self):
+        params = {n: p.detach().cpu().numpy() for n, p in self.net.named_parameters()}
+        return to_canonical(self.spec, params)
+
+    @torch.no_grad()
+    def set_weights(self, weights):
+        params = dict(self.net.named_parameters())
+        for name, value in from_canonical(self.spec, weights).items():
+            params[name].copy_(torch.from_numpy(value))
+        self._step_weights = None
+
+    # -- training --------------------------------------------------------------------------
+    def configure_training(self, settings: OptimizerSettings) -> None:
+        trainable = [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(
+            trainable, lr=1e-3, betas=(settings.beta1, settings.beta2), eps=settings.epsilon,
+            foreach=False,
+        )
+        self.clip = settings.clip
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(array, dtype=np.int64)).to(self.device)
+
+    def _loss(self, inputs: np.ndarray, targets: np.ndarray) -> torch.Tensor:
+        last = self.spec.objective == "last"
+        logits, _ = self.net(self._tensor(inputs), last_only=last)
+        return F.cross_entropy(logits.reshape(-1, self.spec.vocab_size), self._tensor(targets).reshape(-1))
+
+    def train_batch(self, inputs, targets, lr):
+        assert self.optimizer is not None, "configure_training first"
+        self._step_weights = None
+        step = int(self._adam_step())
+        # Dropout masks depend on (seed, step) only, so a resumed run draws the same masks.
+        torch.manual_seed(self.seed * 1_000_003 + step)
+        self.net.train()
+        loss = self._loss(inputs, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip:
+            nn.utils.clip_grad_norm_([p for p in self.net.parameters() if p.requires_grad], self.clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        return float(loss.detach())
+
+    @torch.inference_mode()
+    def evaluate_batch(self, inputs, targets):
+        self.net.eval()
+        return float(self._loss(inputs, targets))
+
+    # -- optimizer state, canonical layout -------------------------------------------------
+    def _adam_step(self) -> float:
+        assert self.optimizer is not None
+        for state in self.optimizer.state.values():
+            return float(state["step"])
+        return 0.0
+
+    def get_optimizer_state(self):
+        assert self.optimizer is not None
+        params = dict(self.net.named_parameters())
+        out = {"step": np.asarray(self._adam_step(), dtype=np.float64)}
+        for name, (torch_name, transposed) in parameter_map(self.spec).items():
+            state = self.optimizer.state.get(params[torch_name], {})
+            for key, slot in (("exp_avg", "m"), ("exp_avg_sq", "v")):
+                value = state[key].detach().cpu().numpy() if key in state else np.zeros(params[torch_name].shape)
+                out[f"{slot}/{name}"] = np.ascontiguousarray(value.T if transposed else value, dtype=np.float32)
+        return out
+
+    def set_optimizer_state(self, state):
+        assert self.optimizer is not None
+        params = dict(self.net.named_parameters())
+        step = float(np.asarray(state["step"]))
+        for name, (torch_name, transposed) in parameter_map(self.spec).items():
+            param = params[torch_name]
+            slots = {}
+            for key, slot in (("exp_avg", "m"), ("exp_avg_sq", "v")):
+                value = np.asarray(state[f"{slot}/{name}"], dtype=np.float32)
+                slots[key] = torch.from_numpy(np.ascontiguousarray(value.T if transposed else value)).to(self.device)
+            self.optimizer.state[param] = {"step": torch.tensor(step), **slots}
+
+    # -- inference -------------------------------------------------------------------------
+    def initial_state(self, batch):
+        zeros = torch.zeros(self.spec.layers, batch, self.spec.hidden, device=self.device)
+        return zeros, zeros.clone()
+
+    @torch.inference_mode()
+    def forward(self, tokens, state):
+        self.net.eval()
+        logits, state = self.net(self._tensor(tokens), state)
+        return logits.cpu().numpy(), state
+
+    def _prepare_step(self):
+        """Per-layer weights for :meth:`step`; layer 0's input projection becomes a token table."""
+        net = self.net
+        first = net.inputs(torch.arange(self.spec.vocab_size, device=self.device))
+        layers = []
+        for k in range(self.spec.layers):
+            w_ih = getattr(net.lstm, f"weight_ih_l{k}")
+            b = getattr(net.lstm, f"bias_ih_l{k}") + getattr(net.lstm, f"bias_hh_l{k}")
+            w_hh_t = getattr(net.lstm, f"weight_hh_l{k}").t().contiguous()
+            layers.append((w_ih.t().contiguous(), w_hh_t, b))
+        table = torch.addmm(layers[0][2], first, layers[0][0])
+        self._step_weights = (table, layers, net.dense.weight.t().contiguous(), net.dense.bias)
+
+    @torch.inference_mode()
+    def step(self, tokens, state):
+        if self._step_weights is None:
+            self._prepare_step()
+        table, layers, dense_w, dense_b = self._step_weights
+        h, c = state
+        hidden = self.spec.hidden
+        x = None
+        hs, cs = [], []
+        for k, (w_ih_t, w_hh_t, b) in enumerate(layers):
+            if k == 0:
+                z = torch.addmm(table[self._tensor(tokens)], h[0], w_hh_t)
+            else:
+                z = torch.addmm(torch.addmm(b, x, w_ih_t), h[k], w_hh_t)
+            i, f, g, o = z.split(hidden, dim=1)
+            ck = torch.sigmoid(f) * c[k] + torch.sigmoid(i) * torch.tanh(g)
+            x = torch.sigmoid(o) * torch.tanh(ck)
+            hs.append(x)
+            cs.append(ck)
+        logits = torch.addmm(dense_b, x, dense_w)
+        return logits.cpu().numpy(), (torch.stack(hs), torch.stack(cs))

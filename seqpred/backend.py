@@ -1,0 +1,133 @@
+"""The backend contract: what a plugin registers and what the core asks of it.
+
+A backend translates this contract into one framework and does nothing else: the core makes the
+batches, initialises the weights, schedules the learning rate, samples, and saves checkpoints.
+
+A plugin registers a :class:`Backend` (cheap to construct: it must not import its framework) in the
+``seqpred_register_backends`` hook. The core calls :meth:`Backend.create_model`, which may import
+the framework, and talks to the returned :class:`Model` in NumPy arrays only:
+
+* token ids are integer arrays, ``inputs`` [B, T];
+* ``targets`` are [B, T] for the ``sequence`` objective (the next token at every position) and
+  [B] for ``last`` (the token after the window);
+* logits are float arrays [B, V] (one step) or [B, T, V] (a sequence);
+* weights are dictionaries in the canonical layout of :mod:`seqpred.weights`;
+* a recurrent ``state`` is opaque to the core: it only hands back what the model returned.
+
+Losses are the mean cross-entropy in nats over all predicted tokens of the batch. Training uses
+Adam with the :class:`OptimizerSettings` given, the learning rate of each step passed in by the
+core, and gradient clipping by global norm when ``clip`` is set.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .spec import ModelSpec
+from .weights import Weights
+
+#: Methods every model returned by :meth:`Backend.create_model` must have.
+MODEL_METHODS: tuple[str, ...] = (
+    "get_weights",
+    "set_weights",
+    "configure_training",
+    "train_batch",
+    "evaluate_batch",
+    "initial_state",
+    "step",
+    "forward",
+    "get_optimizer_state",
+    "set_optimizer_state",
+)
+
+#: Attributes and methods every registered backend object must have.
+BACKEND_ATTRIBUTES: tuple[str, ...] = ("name", "create_model")
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """Adam's settings, identical on every backend; the learning rate is given per step."""
+
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+    clip: float | None = None  # global gradient-norm limit, None for none
+
+
+class Model(ABC):
+    """One network built by a backend from a :class:`ModelSpec`."""
+
+    spec: ModelSpec
+
+    @abstractmethod
+    def get_weights(self) -> Weights:
+        """The weights in the canonical layout, as float32 NumPy arrays."""
+
+    @abstractmethod
+    def set_weights(self, weights: Weights) -> None:
+        """Load canonical weights (already checked by the core against the spec)."""
+
+    @abstractmethod
+    def configure_training(self, settings: OptimizerSettings) -> None:
+        """Create the optimizer; called once before the first :meth:`train_batch`."""
+
+    @abstractmethod
+    def train_batch(self, inputs: np.ndarray, targets: np.ndarray, lr: float) -> float:
+        """One optimizer step with dropout active; returns the batch's loss before the update."""
+
+    @abstractmethod
+    def evaluate_batch(self, inputs: np.ndarray, targets: np.ndarray) -> float:
+        """The batch's loss without dropout and without changing any weight."""
+
+    @abstractmethod
+    def initial_state(self, batch: int) -> Any:
+        """The zero state for ``batch`` independent streams."""
+
+    @abstractmethod
+    def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        """Feed one token per stream, tokens [B]; return logits [B, V] and the new state."""
+
+    def forward(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        """Feed tokens [B, T]; return logits [B, T, V] and the state after the last step.
+
+        Backends should override this with one sequence pass; this default steps through time.
+        """
+        logits = []
+        for t in range(tokens.shape[1]):
+            step_logits, state = self.step(tokens[:, t], state)
+            logits.append(step_logits)
+        return np.stack(logits, axis=1), state
+
+    def get_optimizer_state(self) -> dict[str, np.ndarray]:
+        """Adam's moments in the canonical layout: ``m/NAME``, ``v/NAME`` and ``step`` (shape [])."""
+        raise NotImplementedError
+
+    def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`get_optimizer_state` returned, after :meth:`configure_training`."""
+        raise NotImplementedError
+
+
+class Backend(ABC):
+    """What a plugin registers: a name, what it supports, and a factory for models.
+
+    Constructing a backend must be cheap: import the framework inside :meth:`create_model`.
+    """
+
+    name: str = ""
+    description: str = ""
+    devices: tuple[str, ...] = ("cpu",)
+    objectives: tuple[str, ...] = ("sequence", "last")
+
+    @abstractmethod
+    def create_model(self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0) -> Model:
+        """Build the network for ``spec`` on ``device``; ``seed`` seeds the framework's dropout."""
+
+
+def missing_methods(obj: object, names: tuple[str, ...]) -> list[str]:
+    """Names of ``names`` that ``obj`` lacks or that are still abstract."""
+    abstract = getattr(type(obj), "__abstractmethods__", frozenset())
+    return [n for n in names if not hasattr(obj, n) or n in abstract]

@@ -1,0 +1,115 @@
+"""Training configuration: defaults, presets, a TOML file, then command-line flags, in that order."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UsageError
+from .spec import ModelSpec
+
+
+@dataclass
+class TrainConfig:
+    """Every training option, with the default preset's values."""
+
+    corpus: str = ""
+    backend: str = "torch"
+    preset: str = "default"
+    device: str = "cpu"
+    seed: int = 0
+    # data
+    level: str = "char"
+    lower: bool = False
+    val_fraction: float = 0.1
+    # model
+    hidden: int = 256
+    layers: int = 2
+    embedding: int = 64
+    dropout: float = 0.2
+    objective: str = "sequence"
+    seq_len: int = 100
+    # optimisation
+    batch_size: int = 64
+    lr: float = 2e-3
+    clip: float | None = 5.0
+    epochs: int = 10
+    max_steps: int | None = None
+    val_every: int = 200
+    # generation defaults recorded with the run
+    greedy: bool = False
+    temperature: float = 0.8
+
+    def model_spec(self, vocab_size: int) -> ModelSpec:
+        return ModelSpec(
+            vocab_size=vocab_size, hidden=self.hidden, layers=self.layers, embedding=self.embedding,
+            dropout=self.dropout, objective=self.objective, seq_len=self.seq_len,  # type: ignore[arg-type]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        positive = ("hidden", "layers", "seq_len", "batch_size", "epochs", "val_every")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UsageError(f"--max-steps must be a positive integer, got {self.max_steps}")
+        if self.embedding < 0:
+            raise UsageError(f"--embedding must be 0 (scaled input) or positive, got {self.embedding}")
+        if not self.lr > 0:
+            raise UsageError(f"--lr must be greater than 0, got {self.lr}")
+        if self.clip is not None and not self.clip > 0:
+            raise UsageError(f"--clip must be greater than 0, got {self.clip}")
+        if self.level not in ("char", "word"):
+            raise UsageError(f"--level must be char or word, got {self.level!r}")
+        if not 0 <= self.dropout < 1:
+            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.val_fraction < 1:
+            raise UsageError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        # The spec checks sizes against memory before anything is allocated.
+        self.model_spec(vocab_size=1)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # The tutorial's model exactly: lower-cased characters, ids scaled to [0, 1) as the only input
+    # feature, 50-character windows predicting the 51st, 2 x LSTM(300) with dropout 0.2, Adam at
+    # Keras' default rate, batch 40, 200 epochs, no clipping, greedy generation.
+    "article": {
+        "level": "char",
+        "lower": True,
+        "seq_len": 50,
+        "hidden": 300,
+        "layers": 2,
+        "embedding": 0,
+        "dropout": 0.2,
+        "objective": "last",
+        "batch_size": 40,
+        "lr": 1e-3,
+        "clip": None,
+        "epochs": 200,
+        "greedy": True,
+    },
+}
+
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def resolve(overrides: dict[str, Any], file_values: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults ← preset ← configuration file ← flags. ``None`` in ``overrides`` means 'not given'."""
+    file_values = dict(file_values or {})
+    unknown = sorted(set(file_values) - FIELDS)
+    if unknown:
+        raise UsageError(f"unknown option(s) in the configuration file: {', '.join(unknown)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    preset = given.get("preset", file_values.get("preset", "default"))
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
+    values: dict[str, Any] = {**PRESETS[preset], **file_values, **given, "preset": preset}
+    config = TrainConfig(**values)
+    config.check()
+    return config

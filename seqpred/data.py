@@ -1,0 +1,123 @@
+"""Windows over the encoded corpus and the seeded batch order that every backend receives.
+
+Windows are zero-copy views (``sliding_window_view``): only the rows of one batch are ever
+copied. A window holds ``seq_len + 1`` tokens: the inputs and, shifted by one, the targets.
+
+* ``sequence`` objective: windows start every ``seq_len`` tokens, after a random per-epoch offset;
+  the targets are the next token at every position.
+* ``last`` objective (the tutorial's): a window starts at every token; the target is the token
+  after the window.
+
+The order is a function of (seed, epoch) alone, so a batch is fully determined by the global step:
+resuming at step ``s`` needs nothing but ``s``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .errors import CorpusError, UsageError
+
+
+def windows(ids: np.ndarray, length: int) -> np.ndarray:
+    """All windows of ``length`` consecutive tokens, as a read-only view [N, length]."""
+    return sliding_window_view(ids, length)
+
+
+def split_validation(ids: np.ndarray, fraction: float, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training head and contiguous validation tail (views), each long enough for one window."""
+    if not 0.0 <= fraction < 1.0:
+        raise UsageError(f"val-fraction must be in [0, 1), got {fraction}")
+    need = seq_len + 1
+    n_val = int(round(len(ids) * fraction))
+    if fraction > 0:
+        n_val = max(n_val, need)
+    if len(ids) - n_val < need:
+        minimum = need + (need if fraction > 0 else 0)
+        raise CorpusError(
+            f"the corpus has {len(ids):,} tokens, shorter than one training window: with --seq-len {seq_len}"
+            f" and --val-fraction {fraction} it needs at least {minimum:,}; use a longer corpus or a smaller --seq-len"
+        )
+    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+
+
+@dataclass(frozen=True)
+class Batch:
+    inputs: np.ndarray  # [B, T] int32
+    targets: np.ndarray  # [B, T] (sequence) or [B] (last), int32
+
+    @property
+    def predicted_tokens(self) -> int:
+        return int(self.targets.size)
+
+
+def _as_batch(rows: np.ndarray, objective: str) -> Batch:
+    inputs = np.ascontiguousarray(rows[:, :-1])
+    targets = np.ascontiguousarray(rows[:, 1:] if objective == "sequence" else rows[:, -1])
+    return Batch(inputs, targets)
+
+
+class TrainBatches:
+    """Seeded, epoch-shuffled batches of training windows."""
+
+    def __init__(self, ids: np.ndarray, seq_len: int, batch_size: int, objective: str, seed: int):
+        if batch_size < 1:
+            raise UsageError(f"batch-size must be a positive integer, got {batch_size}")
+        self.ids = ids
+        self.seq_len = seq_len
+        self.objective = objective
+        self.seed = seed
+        self.view = windows(ids, seq_len + 1)
+        if objective == "sequence":
+            count = (len(ids) - 1) // seq_len
+            # One window fewer leaves at least seq_len tokens of slack for the random offset.
+            self.windows_per_epoch = count - 1 if count >= 2 else count
+        else:
+            self.windows_per_epoch = len(self.view)
+        self.batch_size = min(batch_size, self.windows_per_epoch)
+        self.batches_per_epoch = self.windows_per_epoch // self.batch_size
+
+    def _epoch_plan(self, epoch: int) -> tuple[int, np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.objective == "sequence":
+            slack = len(self.ids) - 1 - self.windows_per_epoch * self.seq_len
+            offset = int(rng.integers(0, slack + 1))
+        else:
+            offset = 0
+        return offset, rng.permutation(self.windows_per_epoch)
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(epoch, batch index within the epoch) of global step ``step``."""
+        return divmod(step, self.batches_per_epoch)
+
+    def _take(self, plan: tuple[int, np.ndarray], index: int) -> Batch:
+        offset, order = plan
+        chosen = order[index * self.batch_size : (index + 1) * self.batch_size]
+        stride = self.seq_len if self.objective == "sequence" else 1
+        return _as_batch(self.view[chosen * stride + offset], self.objective)
+
+    def batch(self, step: int) -> Batch:
+        """The batch of global step ``step`` (0-based)."""
+        epoch, index = self.position(step)
+        return self._take(self._epoch_plan(epoch), index)
+
+    def iter_from(self, step: int):
+        """Batches from global step ``step`` on, forever; each epoch's plan is computed once."""
+        epoch, index = self.position(step)
+        while True:
+            plan = self._epoch_plan(epoch)
+            for i in range(index, self.batches_per_epoch):
+                yield self._take(plan, i)
+            epoch, index = epoch + 1, 0
+
+
+def eval_batches(ids: np.ndarray, seq_len: int, objective: str, batch_size: int = 256):
+    """Every evaluation window of ``ids`` once, in order: non-overlapping for ``sequence``."""
+    view = windows(ids, seq_len + 1)
+    if objective == "sequence":
+        view = view[::seq_len]
+    for start in range(0, len(view), batch_size):
+        yield _as_batch(view[start : start + batch_size], objective)

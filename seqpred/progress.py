@@ -1,0 +1,49 @@
+"""Console progress for training: a rich progress bar on stderr, or nothing with ``--quiet``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class ConsoleReporter:
+    def __init__(self, quiet: bool = False, console: Console | None = None):
+        self.quiet = quiet
+        self.console = console or Console(stderr=True)
+        self.progress: Progress | None = None
+        self.task = None
+        self.val = "-"
+
+    def start(self, total_steps: int, first_step: int, info: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        self.console.print(
+            f"training on {info['backend']}: {info['parameters']:,} parameters, vocabulary {info['vocab']}, "
+            f"{info['train_tokens']:,} training and {info['val_tokens']:,} validation tokens, "
+            f"{info['steps_per_epoch']:,} steps per epoch"
+        )
+        self.progress = Progress(
+            TextColumn("step"), MofNCompleteColumn(), BarColumn(),
+            TextColumn("epoch {task.fields[epoch]}  loss {task.fields[loss]}  val {task.fields[val]}  "
+                       "{task.fields[speed]} tok/s"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=total_steps, completed=first_step,
+                                           epoch=1, loss="-", val=self.val, speed="-")
+
+    def step(self, record: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=record["step"], epoch=record["epoch"],
+                                 loss=f"{record['loss']:.4f}", speed=f"{record['tokens_per_s']:,.0f}")
+
+    def validation(self, record: dict[str, Any]) -> None:
+        self.val = f"{record['loss']:.4f}"
+        if self.progress is not None:
+            self.progress.update(self.task, val=self.val)
+
+    def end(self, result: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()

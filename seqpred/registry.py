@@ -1,0 +1,178 @@
+"""Discovery of backends through entry points in the group ``seqpred``.
+
+Built-in backends are distributions under ``plugins/`` and are found exactly like a third party's.
+Each entry point is loaded and registered in its own guarded call, so that one broken plugin is
+reported and every other keeps working.
+
+Environment:
+
+* ``SEQPRED_LOAD_PLUGINS``: when set, a comma-separated list of distributions to load besides the
+  ones shipped with seqpred (empty: only those).
+* ``SEQPRED_STRICT_PLUGINS=1``: a plugin that fails to load is an error, not a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .backend import BACKEND_ATTRIBUTES, Backend, missing_methods
+from .errors import BackendError
+
+ENTRY_POINT_GROUP = "seqpred"
+
+#: Distributions shipped with seqpred: they load whatever SEQPRED_LOAD_PLUGINS says.
+SHIPPED_DISTRIBUTIONS = frozenset({"seqpred-torch", "seqpred-keras", "seqpred-numpy"})
+
+
+@dataclass
+class PluginInfo:
+    """One entry point in the group ``seqpred`` and what became of it."""
+
+    entry_point: str
+    distribution: str
+    version: str
+    status: str = "ok"  # ok | failed | disabled
+    error: str = ""
+    backends: list[str] = field(default_factory=list)
+    module: Any = None
+
+
+@dataclass
+class BackendEntry:
+    backend: Backend
+    plugin: PluginInfo
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+
+def _normalise(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class Registry:
+    """The plugin manager plus the backends its plugins registered."""
+
+    def __init__(self, entry_points: list[metadata.EntryPoint] | None = None, *, strict: bool | None = None):
+        self.pm = pluggy.PluginManager("seqpred")
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: list[PluginInfo] = []
+        self.backends: dict[str, BackendEntry] = {}
+        self.warnings: list[str] = []
+        self.strict = os.environ.get("SEQPRED_STRICT_PLUGINS", "") not in ("", "0") if strict is None else strict
+        if entry_points is None:
+            entry_points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+        allowed = self._allowed_distributions()
+        for ep in entry_points:
+            self._load(ep, allowed)
+
+    @staticmethod
+    def _allowed_distributions() -> frozenset[str] | None:
+        value = os.environ.get("SEQPRED_LOAD_PLUGINS")
+        if value is None:
+            return None
+        chosen = {_normalise(n.strip()) for n in value.split(",") if n.strip()}
+        return frozenset(chosen | SHIPPED_DISTRIBUTIONS)
+
+    def _fail(self, info: PluginInfo, message: str) -> None:
+        info.status, info.error = "failed", message
+        text = f"plugin {info.distribution} ({info.entry_point}) failed to load: {message}"
+        if self.strict:
+            raise BackendError(text + " (SEQPRED_STRICT_PLUGINS is set)")
+        self.warnings.append(text)
+
+    def _load(self, ep: metadata.EntryPoint, allowed: frozenset[str] | None) -> None:
+        dist = getattr(ep, "dist", None)
+        info = PluginInfo(
+            entry_point=ep.name,
+            distribution=dist.metadata["Name"] if dist is not None else ep.value.split(":")[0],
+            version=dist.version if dist is not None else "",
+        )
+        self.plugins.append(info)
+        if allowed is not None and _normalise(info.distribution) not in allowed:
+            info.status = "disabled"
+            info.error = "not named in SEQPRED_LOAD_PLUGINS"
+            return
+        try:
+            module = ep.load()
+            self.pm.register(module, name=f"{info.distribution}:{ep.name}")
+            info.module = module
+        except Exception as exc:  # a broken plugin must not break the tool
+            self._fail(info, _describe(exc))
+            return
+        added: list[Backend] = []
+        try:
+            caller = self.pm.subset_hook_caller(
+                "seqpred_register_backends", remove_plugins=[p for p in self.pm.get_plugins() if p is not module]
+            )
+            caller(register=added.append)
+            self._check_backends(info, added)
+        except Exception as exc:
+            self.pm.unregister(module)
+            self._fail(info, _describe(exc))
+            return
+        for backend in added:
+            clash = self.backends.get(backend.name)
+            if clash is not None:
+                raise BackendError(
+                    f"backend name {backend.name!r} is claimed by both {clash.plugin.distribution} and "
+                    f"{info.distribution}; uninstall one, or choose with "
+                    f"SEQPRED_LOAD_PLUGINS=<distribution to keep>"
+                )
+            self.backends[backend.name] = BackendEntry(backend, info)
+            info.backends.append(backend.name)
+
+    @staticmethod
+    def _check_backends(info: PluginInfo, added: list[Backend]) -> None:
+        for backend in added:
+            missing = missing_methods(backend, BACKEND_ATTRIBUTES)
+            if missing:
+                raise BackendError(f"registered object {backend!r} lacks {', '.join(missing)}")
+            if not isinstance(backend.name, str) or not backend.name:
+                raise BackendError(f"registered backend {backend!r} has no name")
+
+    def get(self, name: str) -> Backend:
+        """The backend called ``name``, or a :class:`BackendError` that lists the available ones."""
+        entry = self.backends.get(name)
+        if entry is not None:
+            return entry.backend
+        for info in self.plugins:
+            if info.status == "failed" and (name == info.entry_point or name in _normalise(info.distribution)):
+                raise BackendError(f"backend {name!r} failed to load ({info.distribution}): {info.error}")
+        available = ", ".join(sorted(self.backends)) or "none (install a backend, e.g. plugins/seqpred-torch)"
+        raise BackendError(f"unknown backend {name!r}; available: {available}")
+
+    def distribution_of(self, name: str) -> PluginInfo:
+        return self.backends[name].plugin
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded on first use (not at import of seqpred)."""
+    global _registry
+    if _registry is None:
+        _registry = Registry()
+        for warning in _registry.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    return _registry
+
+
+def reset_registry() -> None:
+    """Forget the loaded plugins (for tests and for tools that change the environment)."""
+    global _registry
+    _registry = None

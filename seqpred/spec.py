@@ -1,0 +1,92 @@
+"""The model specification: everything needed to build the same network in any backend.
+
+A spec is saved as ``model.json`` in each run folder. Backends build their network from it and
+exchange weights in the canonical layout of :mod:`seqpred.weights`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .errors import UsageError
+
+Objective = Literal["sequence", "last"]
+OBJECTIVES: tuple[str, ...] = ("sequence", "last")
+
+# Refuse sizes whose parameters alone would not fit in memory before anything is allocated.
+MAX_PARAMETERS = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A stacked LSTM language model.
+
+    ``embedding`` > 0 gives a learned embedding of that width as the first layer's input;
+    ``embedding`` == 0 gives the tutorial's input: the token id divided by the vocabulary size,
+    a single feature per step.
+
+    ``objective`` is ``sequence`` (predict the next token at every position of the window) or
+    ``last`` (predict only the token after the window). Dropout sits after every LSTM layer and is
+    active only in training.
+    """
+
+    vocab_size: int
+    hidden: int = 256
+    layers: int = 2
+    embedding: int = 64
+    dropout: float = 0.1
+    objective: Objective = "sequence"
+    seq_len: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden", "layers", "seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not isinstance(self.embedding, int) or self.embedding < 0:
+            raise UsageError(f"embedding must be 0 (scaled input) or a positive integer, got {self.embedding!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UsageError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.objective not in OBJECTIVES:
+            raise UsageError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        count = self.parameter_count()
+        if count > MAX_PARAMETERS:
+            raise UsageError(
+                f"the model would have {count:,} parameters ({count * 4 / 2**30:,.1f} GiB for the weights alone); "
+                f"choose a smaller --hidden, --embedding or --layers"
+            )
+
+    @property
+    def input_size(self) -> int:
+        """Width of the first LSTM layer's input: the embedding, or 1 for scaled integer input."""
+        return self.embedding if self.embedding else 1
+
+    def layer_input_size(self, layer: int) -> int:
+        return self.input_size if layer == 0 else self.hidden
+
+    def parameter_count(self) -> int:
+        """Number of canonical parameters (one bias per LSTM layer)."""
+        v, h = self.vocab_size, self.hidden
+        total = v * self.embedding
+        for k in range(self.layers):
+            total += self.layer_input_size(k) * 4 * h + h * 4 * h + 4 * h
+        return total + h * v + v
+
+    def flops_per_token(self) -> int:
+        """Multiply-adds times two for one forward step of one stream."""
+        h = self.hidden
+        macs = sum((self.layer_input_size(k) + h) * 4 * h for k in range(self.layers)) + h * self.vocab_size
+        return 2 * macs
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UsageError(f"unknown model field(s): {', '.join(unknown)}")
+        return cls(**data)
