@@ -90,16 +90,18 @@ def backends(
         for name in names:
             entry = registry.backends.get(name)
             backend = entry.backend if entry else None
-            rows.append({
-                "name": name,
-                "distribution": info.distribution,
-                "version": info.version,
-                "status": info.status,
-                "error": info.error,
-                "devices": list(getattr(backend, "devices", ())),
-                "objectives": list(getattr(backend, "objectives", ())),
-                "description": getattr(backend, "description", ""),
-            })
+            rows.append(
+                {
+                    "name": name,
+                    "distribution": info.distribution,
+                    "version": info.version,
+                    "status": info.status,
+                    "error": info.error,
+                    "devices": list(getattr(backend, "devices", ())),
+                    "objectives": list(getattr(backend, "objectives", ())),
+                    "description": getattr(backend, "description", ""),
+                }
+            )
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -108,13 +110,20 @@ def backends(
         return
     header = ("backend", "distribution", "version", "devices", "objectives", "status")
     table = [header] + [
-        (r["name"], r["distribution"], r["version"], ",".join(r["devices"]), ",".join(r["objectives"]),
-         r["status"] + (f": {r['error']}" if r["error"] else ""))
+        (
+            r["name"],
+            r["distribution"],
+            r["version"],
+            ",".join(r["devices"]),
+            ",".join(r["objectives"]),
+            r["status"] + (f": {r['error']}" if r["error"] else ""),
+        )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1])
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        typer.echo("  ".join([*cells, row[-1]]))
 
 
 # -- train -----------------------------------------------------------------------------------
@@ -125,8 +134,12 @@ def backends(
 def train(
     corpus: Annotated[str, typer.Argument(help="Text file, folder of .txt files, or - for standard input.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")] = Path("runs/latest"),
-    backend: Annotated[str, typer.Option("--backend", "-b", help="Backend to train with (see seqpred backends).")] = "torch",
-    preset: Annotated[str | None, typer.Option(help="default, or article (the tutorial's exact model).")] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", "-b", help="Backend to train with (see seqpred backends).")
+    ] = "torch",
+    preset: Annotated[
+        str | None, typer.Option(help="default, or article (the tutorial's exact model).")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the training text.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many batches.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Windows per batch.")] = None,
@@ -135,11 +148,15 @@ def train(
     layers: Annotated[int | None, typer.Option(help="Stacked LSTM layers.")] = None,
     embedding: Annotated[int | None, typer.Option(help="Embedding width; 0 feeds scaled token ids.")] = None,
     dropout: Annotated[float | None, typer.Option(help="Dropout after each LSTM layer.")] = None,
-    objective: Annotated[str | None, typer.Option(help="sequence (every position) or last (after the window).")] = None,
+    objective: Annotated[
+        str | None, typer.Option(help="sequence (every position) or last (after the window).")
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
     clip: Annotated[float | None, typer.Option(help="Gradient global-norm limit; 0 for none.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for weights, batch order and dropout.")] = None,
-    val_fraction: Annotated[float | None, typer.Option(help="Share of the text kept as validation tail.")] = None,
+    val_fraction: Annotated[
+        float | None, typer.Option(help="Share of the text kept as validation tail.")
+    ] = None,
     val_every: Annotated[int | None, typer.Option(help="Validate every N steps (and at the end).")] = None,
     lower: Annotated[bool | None, typer.Option("--lower/--no-lower", help="Lower-case the text.")] = None,
     level: Annotated[str | None, typer.Option(help="Tokens: char or word.")] = None,
@@ -153,10 +170,26 @@ def train(
     from .train import train as run_training
 
     options = dict(
-        corpus=corpus, backend=backend, preset=preset, epochs=epochs, max_steps=max_steps,
-        batch_size=batch_size, seq_len=seq_len, hidden=hidden, layers=layers, embedding=embedding,
-        dropout=dropout, objective=objective, lr=lr, clip=clip, seed=seed, val_fraction=val_fraction,
-        val_every=val_every, lower=lower, level=level, device=device,
+        corpus=corpus,
+        backend=backend,
+        preset=preset,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        hidden=hidden,
+        layers=layers,
+        embedding=embedding,
+        dropout=dropout,
+        objective=objective,
+        lr=lr,
+        clip=clip,
+        seed=seed,
+        val_fraction=val_fraction,
+        val_every=val_every,
+        lower=lower,
+        level=level,
+        device=device,
     )
     config = resolve(options)
     result = run_training(config, out, reporter=ConsoleReporter(quiet=quiet), force=force)
@@ -176,18 +209,27 @@ def train(
 @guarded
 def generate(
     run: Annotated[Path, typer.Argument(help="Run folder written by seqpred train.")],
-    backend: Annotated[str | None, typer.Option("--backend", "-b", help="Backend to run on; default: the one that trained it.")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", "-b", help="Backend to run on; default: the one that trained it."),
+    ] = None,
     length: Annotated[int, typer.Option(help="Tokens to generate.")] = 200,
     prime: Annotated[str, typer.Option(help="Text to start from.")] = "",
     prime_file: Annotated[Path | None, typer.Option(help="Read the prime text from a file.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (> 0).")] = None,
     top_k: Annotated[int | None, typer.Option(help="Sample among the k most likely tokens.")] = None,
-    top_p: Annotated[float | None, typer.Option(help="Sample from the smallest set with this probability mass.")] = None,
-    greedy: Annotated[bool | None, typer.Option("--greedy/--sample", help="Always take the most likely token.")] = None,
+    top_p: Annotated[
+        float | None, typer.Option(help="Sample from the smallest set with this probability mass.")
+    ] = None,
+    greedy: Annotated[
+        bool | None, typer.Option("--greedy/--sample", help="Always take the most likely token.")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling; same seed, same text.")] = None,
     num_samples: Annotated[int, typer.Option(help="Independent samples, generated in one batch.")] = 1,
     stop: Annotated[list[str] | None, typer.Option(help="End a sample at this string (repeatable).")] = None,
-    unknown: Annotated[str, typer.Option(help="Prime symbols outside the vocabulary: error, skip or replace.")] = "error",
+    unknown: Annotated[
+        str, typer.Option(help="Prime symbols outside the vocabulary: error, skip or replace.")
+    ] = "error",
     checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print samples and settings as JSON.")] = False,
@@ -210,24 +252,45 @@ def generate(
     defaults = generator.default_settings()
     settings = SamplingSettings(
         temperature=defaults.temperature if temperature is None else temperature,
-        top_k=top_k, top_p=top_p, greedy=defaults.greedy if greedy is None else greedy,
+        top_k=top_k,
+        top_p=top_p,
+        greedy=defaults.greedy if greedy is None else greedy,
     )
     stream = num_samples == 1 and not as_json
     if stream:
         sys.stdout.write(prime)
     result = generator.generate(
-        prime, length, settings, seed=seed, num_samples=num_samples, stop=stop or (), unknown=unknown,  # type: ignore[arg-type]
+        prime,
+        length,
+        settings,
+        seed=seed,
+        num_samples=num_samples,
+        stop=stop or (),
+        unknown=unknown,  # type: ignore[arg-type]
         on_text=(lambda text: (sys.stdout.write(text), sys.stdout.flush())) if stream else None,
     )
     if as_json:
-        typer.echo(json.dumps({
-            "run": result.run, "backend": result.backend, "seed": result.seed, "prime": result.prime,
-            "length": length, "settings": {
-                "temperature": settings.temperature, "top_k": settings.top_k, "top_p": settings.top_p,
-                "greedy": settings.greedy,
-            },
-            "samples": result.samples, "stopped": result.stopped,
-        }, indent=2, ensure_ascii=False))
+        typer.echo(
+            json.dumps(
+                {
+                    "run": result.run,
+                    "backend": result.backend,
+                    "seed": result.seed,
+                    "prime": result.prime,
+                    "length": length,
+                    "settings": {
+                        "temperature": settings.temperature,
+                        "top_k": settings.top_k,
+                        "top_p": settings.top_p,
+                        "greedy": settings.greedy,
+                    },
+                    "samples": result.samples,
+                    "stopped": result.stopped,
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
     elif stream:
         sys.stdout.write("\n")
     else:

@@ -43,8 +43,13 @@ class TrainConfig:
 
     def model_spec(self, vocab_size: int) -> ModelSpec:
         return ModelSpec(
-            vocab_size=vocab_size, hidden=self.hidden, layers=self.layers, embedding=self.embedding,
-            dropout=self.dropout, objective=self.objective, seq_len=self.seq_len,  # type: ignore[arg-type]
+            vocab_size=vocab_size,
+            hidden=self.hidden,
+            layers=self.layers,
+            embedding=self.embedding,
+            dropout=self.dropout,
+            objective=self.objective,
+            seq_len=self.seq_len,  # type: ignore[arg-type]
         )
 
     def to_dict(self) -> dict[str, Any]:

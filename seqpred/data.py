@@ -39,7 +39,8 @@ def split_validation(ids: np.ndarray, fraction: float, seq_len: int) -> tuple[np
         minimum = need + (need if fraction > 0 else 0)
         raise CorpusError(
             f"the corpus has {len(ids):,} tokens, shorter than one training window: with --seq-len {seq_len}"
-            f" and --val-fraction {fraction} it needs at least {minimum:,}; use a longer corpus or a smaller --seq-len"
+            f" and --val-fraction {fraction} it needs at least {minimum:,}; use a longer corpus or a smaller"
+            " --seq-len"
         )
     return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
 

@@ -38,8 +38,14 @@ class Generation:
 class Generator:
     """A loaded run on a backend, ready to generate; reusable across calls."""
 
-    def __init__(self, run: Run | str | Path, backend: str | None = None, *, device: str = "cpu",
-                 checkpoint: str = "best"):
+    def __init__(
+        self,
+        run: Run | str | Path,
+        backend: str | None = None,
+        *,
+        device: str = "cpu",
+        checkpoint: str = "best",
+    ):
         self.run = run if isinstance(run, Run) else load_run(run, checkpoint)
         self.backend_name = backend or self.run.backend or "torch"
         self.model: Model = build_model(self.backend_name, self.run.spec, device, seed=0)
@@ -52,8 +58,9 @@ class Generator:
     def default_settings(self) -> SamplingSettings:
         """The sampling settings recorded with the run (the article preset generates greedily)."""
         config = self.run.config
-        return SamplingSettings(temperature=float(config.get("temperature", 1.0)),
-                                greedy=bool(config.get("greedy", False)))
+        return SamplingSettings(
+            temperature=float(config.get("temperature", 1.0)), greedy=bool(config.get("greedy", False))
+        )
 
     def start_tokens(self, prime: str, unknown: UnknownPolicy) -> np.ndarray:
         ids = self.vocab.encode(prime, unknown) if prime else np.zeros(0, dtype=np.int32)
@@ -108,7 +115,9 @@ class Generator:
             produced += 1
             for s in np.flatnonzero(~done):
                 token = tokens[chosen[s]]
-                piece = token if level == "char" else detokenize([previous[s], token], level)[len(previous[s]) :]
+                piece = (
+                    token if level == "char" else detokenize([previous[s], token], level)[len(previous[s]) :]
+                )
                 previous[s] = token
                 texts[s] += piece
                 if stop:
@@ -126,8 +135,16 @@ class Generator:
             logits, state = self.model.step(chosen, state)
         if on_text is not None and len(texts[0]) > sent:
             on_text(texts[0][sent:])
-        return Generation(samples=texts, prime=prime, settings=settings, seed=seed, tokens=produced,
-                          run=str(self.run.path), backend=self.backend_name, stopped=[bool(d) for d in done])
+        return Generation(
+            samples=texts,
+            prime=prime,
+            settings=settings,
+            seed=seed,
+            tokens=produced,
+            run=str(self.run.path),
+            backend=self.backend_name,
+            stopped=[bool(d) for d in done],
+        )
 
 
 def _first_stop(text: str, stop: Sequence[str], search_from: int) -> int | None:

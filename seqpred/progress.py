@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 class ConsoleReporter:
@@ -25,19 +32,32 @@ class ConsoleReporter:
             f"{info['steps_per_epoch']:,} steps per epoch"
         )
         self.progress = Progress(
-            TextColumn("step"), MofNCompleteColumn(), BarColumn(),
-            TextColumn("epoch {task.fields[epoch]}  loss {task.fields[loss]}  val {task.fields[val]}  "
-                       "{task.fields[speed]} tok/s"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False,
+            TextColumn("step"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn(
+                "epoch {task.fields[epoch]}  loss {task.fields[loss]}  val {task.fields[val]}  "
+                "{task.fields[speed]} tok/s"
+            ),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
         )
         self.progress.start()
-        self.task = self.progress.add_task("train", total=total_steps, completed=first_step,
-                                           epoch=1, loss="-", val=self.val, speed="-")
+        self.task = self.progress.add_task(
+            "train", total=total_steps, completed=first_step, epoch=1, loss="-", val=self.val, speed="-"
+        )
 
     def step(self, record: dict[str, Any]) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, completed=record["step"], epoch=record["epoch"],
-                                 loss=f"{record['loss']:.4f}", speed=f"{record['tokens_per_s']:,.0f}")
+            self.progress.update(
+                self.task,
+                completed=record["step"],
+                epoch=record["epoch"],
+                loss=f"{record['loss']:.4f}",
+                speed=f"{record['tokens_per_s']:,.0f}",
+            )
 
     def validation(self, record: dict[str, Any]) -> None:
         self.val = f"{record['loss']:.4f}"

@@ -72,7 +72,9 @@ class Registry:
         self.plugins: list[PluginInfo] = []
         self.backends: dict[str, BackendEntry] = {}
         self.warnings: list[str] = []
-        self.strict = os.environ.get("SEQPRED_STRICT_PLUGINS", "") not in ("", "0") if strict is None else strict
+        self.strict = (
+            os.environ.get("SEQPRED_STRICT_PLUGINS", "") not in ("", "0") if strict is None else strict
+        )
         if entry_points is None:
             entry_points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
         allowed = self._allowed_distributions()
@@ -116,7 +118,8 @@ class Registry:
         added: list[Backend] = []
         try:
             caller = self.pm.subset_hook_caller(
-                "seqpred_register_backends", remove_plugins=[p for p in self.pm.get_plugins() if p is not module]
+                "seqpred_register_backends",
+                remove_plugins=[p for p in self.pm.get_plugins() if p is not module],
             )
             caller(register=added.append)
             self._check_backends(info, added)
@@ -150,7 +153,9 @@ class Registry:
         if entry is not None:
             return entry.backend
         for info in self.plugins:
-            if info.status == "failed" and (name == info.entry_point or name in _normalise(info.distribution)):
+            if info.status == "failed" and (
+                name == info.entry_point or name in _normalise(info.distribution)
+            ):
                 raise BackendError(f"backend {name!r} failed to load ({info.distribution}): {info.error}")
         available = ", ".join(sorted(self.backends)) or "none (install a backend, e.g. plugins/seqpred-torch)"
         raise BackendError(f"unknown backend {name!r}; available: {available}")

@@ -24,7 +24,9 @@ class SamplingSettings:
 
     def __post_init__(self) -> None:
         if not (self.temperature > 0 and np.isfinite(self.temperature)):
-            raise UsageError(f"temperature must be greater than 0, got {self.temperature}; use --greedy for argmax")
+            raise UsageError(
+                f"temperature must be greater than 0, got {self.temperature}; use --greedy for argmax"
+            )
         if self.top_k is not None and self.top_k < 1:
             raise UsageError(f"top-k must be at least 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:

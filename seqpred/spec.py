@@ -46,7 +46,9 @@ class ModelSpec:
             if not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if not isinstance(self.embedding, int) or self.embedding < 0:
-            raise UsageError(f"embedding must be 0 (scaled input) or a positive integer, got {self.embedding!r}")
+            raise UsageError(
+                f"embedding must be 0 (scaled input) or a positive integer, got {self.embedding!r}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise UsageError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.objective not in OBJECTIVES:
@@ -54,7 +56,8 @@ class ModelSpec:
         count = self.parameter_count()
         if count > MAX_PARAMETERS:
             raise UsageError(
-                f"the model would have {count:,} parameters ({count * 4 / 2**30:,.1f} GiB for the weights alone); "
+                f"the model would have {count:,} parameters "
+                f"({count * 4 / 2**30:,.1f} GiB for the weights alone); "
                 f"choose a smaller --hidden, --embedding or --layers"
             )
 

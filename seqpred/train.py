@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -13,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from . import runs
-from .backend import Model, OptimizerSettings, missing_methods, MODEL_METHODS
+from .backend import MODEL_METHODS, Model, OptimizerSettings, missing_methods
 from .config import TrainConfig
 from .corpus import read_corpus
 from .data import TrainBatches, eval_batches, split_validation
@@ -90,8 +91,15 @@ def evaluate(model: Model, ids: np.ndarray, spec: ModelSpec, batch_size: int = 2
 class Trainer:
     """One training run writing to one run folder."""
 
-    def __init__(self, config: TrainConfig, out: str | Path, *, reporter: Reporter | None = None,
-                 force: bool = False, resume: bool = False):
+    def __init__(
+        self,
+        config: TrainConfig,
+        out: str | Path,
+        *,
+        reporter: Reporter | None = None,
+        force: bool = False,
+        resume: bool = False,
+    ):
         self.config = config
         self.out = Path(out)
         self.reporter = reporter or SilentReporter()
@@ -102,7 +110,9 @@ class Trainer:
         if self.out.exists() and not self.out.is_dir():
             raise UsageError(f"{self.out}: exists and is not a folder")
         if runs.is_run(self.out) and not (self.force or self.resume):
-            raise UsageError(f"{self.out}: already holds a run; use --resume to continue it or --force to replace it")
+            raise UsageError(
+                f"{self.out}: already holds a run; use --resume to continue it or --force to replace it"
+            )
         if self.out.exists() and not runs.is_run(self.out) and any(self.out.iterdir()) and not self.force:
             raise UsageError(f"{self.out}: folder is not empty; choose a new --out or use --force")
         try:
@@ -138,11 +148,18 @@ class Trainer:
         history_path = self.out / runs.HISTORY_FILE
         history_path.write_text("")
 
-        self.reporter.start(total_steps, 0, {
-            "backend": config.backend, "parameters": spec.parameter_count(), "vocab": len(vocab),
-            "train_tokens": len(train_ids), "val_tokens": len(val_ids),
-            "steps_per_epoch": batches.batches_per_epoch,
-        })
+        self.reporter.start(
+            total_steps,
+            0,
+            {
+                "backend": config.backend,
+                "parameters": spec.parameter_count(),
+                "vocab": len(vocab),
+                "train_tokens": len(train_ids),
+                "val_tokens": len(val_ids),
+                "steps_per_epoch": batches.batches_per_epoch,
+            },
+        )
         result = TrainResult(run=self.out, steps=0, val=None, best_val=None)
         best = math.inf
         started = time.perf_counter()
@@ -153,12 +170,21 @@ class Trainer:
                 batch = next(iterator)
                 loss = model.train_batch(batch.inputs, batch.targets, config.lr)
                 if not math.isfinite(loss):
-                    raise RunError(f"training diverged at step {step + 1} (loss {loss}); try a lower --lr or --clip")
+                    raise RunError(
+                        f"training diverged at step {step + 1} (loss {loss}); try a lower --lr or --clip"
+                    )
                 tokens += batch.predicted_tokens
                 elapsed = time.perf_counter() - started
-                record = {"event": "train", "step": step + 1, "epoch": step // batches.batches_per_epoch + 1,
-                          "loss": loss, "lr": config.lr, "tokens": tokens,
-                          "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0, "time": elapsed}
+                record = {
+                    "event": "train",
+                    "step": step + 1,
+                    "epoch": step // batches.batches_per_epoch + 1,
+                    "loss": loss,
+                    "lr": config.lr,
+                    "tokens": tokens,
+                    "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
+                    "time": elapsed,
+                }
                 history.write(json.dumps(record) + "\n")
                 result.losses.append(loss)
                 self.reporter.step(record)
@@ -182,17 +208,16 @@ class Trainer:
         self.reporter.end(result)
         return result
 
-    def _checkpoint(self, model: Model, meta: dict[str, Any], step: int, improved: bool,
-                    val_loss: float | None) -> None:
+    def _checkpoint(
+        self, model: Model, meta: dict[str, Any], step: int, improved: bool, val_loss: float | None
+    ) -> None:
         weights = model.get_weights()
         runs.save_tensors(self.out / runs.LATEST_FILE, weights, {"step": str(step)})
         if improved:
             runs.save_tensors(self.out / runs.BEST_FILE, weights, {"step": str(step)})
             meta.update(best_val_loss=val_loss, best_step=step)
-        try:
+        with contextlib.suppress(NotImplementedError):  # optional: a backend may not resume
             runs.save_tensors(self.out / runs.OPTIMIZER_FILE, model.get_optimizer_state())
-        except NotImplementedError:
-            pass
         meta.update(step=step)
         runs.atomic_write_json(self.out / runs.RUN_FILE, meta)
 

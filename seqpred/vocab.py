@@ -73,7 +73,9 @@ class Vocab:
         """The distinct tokens of ``text`` that the vocabulary lacks, in order of appearance."""
         return list(dict.fromkeys(t for t in tokenize(text, self.level) if t not in self.index))
 
-    def encode(self, text: str, unknown: UnknownPolicy = "error", replacement: str | None = None) -> np.ndarray:
+    def encode(
+        self, text: str, unknown: UnknownPolicy = "error", replacement: str | None = None
+    ) -> np.ndarray:
         """Token ids (int32) of ``text``; tokens outside the vocabulary raise, are skipped or replaced."""
         if self.level == "char" and unknown == "error" and len(text) > 4096:
             return self._encode_chars_fast(text)

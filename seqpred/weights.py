@@ -74,7 +74,9 @@ def check_weights(spec: ModelSpec, weights: Mapping[str, np.ndarray], source: st
     for name, shape in expected.items():
         array = np.asarray(weights[name])
         if array.shape != shape:
-            raise RunError(f"{source}: tensor {name} has shape {list(array.shape)}, the model needs {list(shape)}")
+            raise RunError(
+                f"{source}: tensor {name} has shape {list(array.shape)}, the model needs {list(shape)}"
+            )
         if not np.issubdtype(array.dtype, np.floating):
             raise RunError(f"{source}: tensor {name} has dtype {array.dtype}, expected a float type")
         if not np.all(np.isfinite(array)):
@@ -109,7 +111,9 @@ def init_weights(spec: ModelSpec, seed: int) -> Weights:
     for k in range(spec.layers):
         n_in = spec.layer_input_size(k)
         weights[f"lstm.{k}.kernel"] = _glorot_uniform(rng, n_in, 4 * h)
-        weights[f"lstm.{k}.recurrent_kernel"] = np.concatenate([_orthogonal(rng, h, h) for _ in range(4)], axis=1)
+        weights[f"lstm.{k}.recurrent_kernel"] = np.concatenate(
+            [_orthogonal(rng, h, h) for _ in range(4)], axis=1
+        )
         bias = np.zeros(4 * h)
         bias[h : 2 * h] = 1.0
         weights[f"lstm.{k}.bias"] = bias

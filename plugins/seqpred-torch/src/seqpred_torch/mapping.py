@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+
 # canonical name -> (torch parameter name, transposed?)
 def parameter_map(spec) -> dict[str, tuple[str, bool]]:
     mapping: dict[str, tuple[str, bool]] = {}

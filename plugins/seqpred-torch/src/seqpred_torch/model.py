@@ -21,7 +21,10 @@ class LSTMNet(nn.Module):
         if spec.embedding:
             self.embed = nn.Embedding(spec.vocab_size, spec.embedding)
         self.lstm = nn.LSTM(
-            spec.input_size, spec.hidden, num_layers=spec.layers, batch_first=True,
+            spec.input_size,
+            spec.hidden,
+            num_layers=spec.layers,
+            batch_first=True,
             dropout=spec.dropout if spec.layers > 1 else 0.0,
         )
         self.drop = nn.Dropout(spec.dropout)
@@ -76,7 +79,10 @@ class TorchModel(Model):
     def configure_training(self, settings: OptimizerSettings) -> None:
         trainable = [p for p in self.net.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(
-            trainable, lr=1e-3, betas=(settings.beta1, settings.beta2), eps=settings.epsilon,
+            trainable,
+            lr=1e-3,
+            betas=(settings.beta1, settings.beta2),
+            eps=settings.epsilon,
             foreach=False,
         )
         self.clip = settings.clip
@@ -125,8 +131,12 @@ class TorchModel(Model):
         for name, (torch_name, transposed) in parameter_map(self.spec).items():
             state = self.optimizer.state.get(params[torch_name], {})
             for key, slot in (("exp_avg", "m"), ("exp_avg_sq", "v")):
-                value = state[key].detach().cpu().numpy() if key in state else np.zeros(params[torch_name].shape)
-                out[f"{slot}/{name}"] = np.ascontiguousarray(value.T if transposed else value, dtype=np.float32)
+                value = (
+                    state[key].detach().cpu().numpy() if key in state else np.zeros(params[torch_name].shape)
+                )
+                out[f"{slot}/{name}"] = np.ascontiguousarray(
+                    value.T if transposed else value, dtype=np.float32
+                )
         return out
 
     def set_optimizer_state(self, state):
@@ -138,7 +148,9 @@ class TorchModel(Model):
             slots = {}
             for key, slot in (("exp_avg", "m"), ("exp_avg_sq", "v")):
                 value = np.asarray(state[f"{slot}/{name}"], dtype=np.float32)
-                slots[key] = torch.from_numpy(np.ascontiguousarray(value.T if transposed else value)).to(self.device)
+                slots[key] = torch.from_numpy(np.ascontiguousarray(value.T if transposed else value)).to(
+                    self.device
+                )
             self.optimizer.state[param] = {"step": torch.tensor(step), **slots}
 
     # -- inference -------------------------------------------------------------------------

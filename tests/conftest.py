@@ -1,0 +1,72 @@
+"""Shared fixtures: small corpora made on the fly, and a CLI runner that keeps stderr apart."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from seqpred.cli import app
+from seqpred.registry import reset_registry
+
+WORDS = (
+    "the king and the queen rode out at dawn to see the sea while the old wind sang of rain "
+    "and the young men laughed in the hall where fire burned bright all night long"
+).split()
+
+
+def make_text(n_chars: int = 6000, seed: int = 0) -> str:
+    """English-looking text with a small vocabulary, short lines and punctuation."""
+    rng = random.Random(seed)
+    lines: list[str] = []
+    size = 0
+    while size < n_chars:
+        words = [rng.choice(WORDS) for _ in range(rng.randint(4, 9))]
+        line = " ".join(words).capitalize() + rng.choice([",", ".", ";", "!", "?"])
+        lines.append(line)
+        size += len(line) + 1
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry(monkeypatch):
+    """Each test discovers plugins anew, so environment changes in one never leak into another."""
+    monkeypatch.delenv("SEQPRED_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("SEQPRED_STRICT_PLUGINS", raising=False)
+    reset_registry()
+    yield
+    reset_registry()
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(make_text(), encoding="utf-8")
+    return path
+
+
+class Cli:
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: object, input: str | bytes | None = None):
+        return self.runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+@pytest.fixture
+def cli() -> Cli:
+    return Cli()
+
+
+TINY = ("--hidden", "16", "--embedding", "8", "--seq-len", "16", "--batch-size", "8", "--val-every", "5")
+
+
+@pytest.fixture
+def tiny_run(cli: Cli, corpus: Path, tmp_path: Path) -> Path:
+    """A run folder trained for a few steps on the torch backend."""
+    out = tmp_path / "run"
+    result = cli("train", corpus, "--backend", "torch", "--out", out, "--max-steps", "12", "--quiet", *TINY)
+    assert result.exit_code == 0, result.output
+    return out
