@@ -129,19 +129,44 @@ def backends(
 # -- train -----------------------------------------------------------------------------------
 
 
+def _parse_duration(value: str | None) -> float | None:
+    """Seconds from ``90``, ``90s``, ``15m`` or ``2h``."""
+    if value is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = value.strip().lower()
+    scale = units.get(text[-1:])
+    try:
+        return float(text[:-1] if scale else text) * (scale or 1)
+    except ValueError:
+        raise UsageError(
+            f"--time-limit must be a duration such as 90, 90s, 15m or 2h, got {value!r}"
+        ) from None
+
+
 @app.command()
 @guarded
 def train(
-    corpus: Annotated[str, typer.Argument(help="Text file, folder of .txt files, or - for standard input.")],
+    corpus: Annotated[
+        str | None,
+        typer.Argument(help="Text file, folder of .txt files, - for standard input, or a corpus name."),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")] = Path("runs/latest"),
     backend: Annotated[
-        str, typer.Option("--backend", "-b", help="Backend to train with (see seqpred backends).")
-    ] = "torch",
+        str | None, typer.Option("--backend", "-b", help="Backend (see seqpred backends).")
+    ] = None,
     preset: Annotated[
         str | None, typer.Option(help="default, or article (the tutorial's exact model).")
     ] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="TOML file of training options; flags override it.")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue this run folder from its latest checkpoint.")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the training text.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many batches.")] = None,
+    time_limit: Annotated[str | None, typer.Option(help="Stop after this long: 90s, 15m, 2h.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Windows per batch.")] = None,
     seq_len: Annotated[int | None, typer.Option(help="Tokens per window.")] = None,
     hidden: Annotated[int | None, typer.Option(help="LSTM units per layer.")] = None,
@@ -151,30 +176,50 @@ def train(
     objective: Annotated[
         str | None, typer.Option(help="sequence (every position) or last (after the window).")
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate (the peak, with a schedule).")] = None,
+    schedule: Annotated[str | None, typer.Option(help="Learning rate: constant, cosine or plateau.")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Steps of linear warm-up.")] = None,
+    min_lr: Annotated[float | None, typer.Option(help="Floor of the cosine and plateau schedules.")] = None,
+    plateau_factor: Annotated[float | None, typer.Option(help="Plateau: multiply the rate by this.")] = None,
+    plateau_patience: Annotated[
+        int | None, typer.Option(help="Plateau: validations without improvement before lowering.")
+    ] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop after this many validations without improvement.")
+    ] = None,
     clip: Annotated[float | None, typer.Option(help="Gradient global-norm limit; 0 for none.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for weights, batch order and dropout.")] = None,
     val_fraction: Annotated[
         float | None, typer.Option(help="Share of the text kept as validation tail.")
     ] = None,
-    val_every: Annotated[int | None, typer.Option(help="Validate every N steps (and at the end).")] = None,
+    val_every: Annotated[
+        int | None, typer.Option(help="Validate every N steps (and each epoch end).")
+    ] = None,
     lower: Annotated[bool | None, typer.Option("--lower/--no-lower", help="Lower-case the text.")] = None,
     level: Annotated[str | None, typer.Option(help="Tokens: char or word.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a run already in --out.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    log_format: Annotated[
+        str, typer.Option(help="Progress as a rich bar, or json lines on stdout.")
+    ] = "rich",
 ) -> None:
-    """Train a model on CORPUS and write a run folder."""
-    from .config import resolve
-    from .progress import ConsoleReporter
-    from .train import train as run_training
+    """Train a model on CORPUS and write a run folder (or continue one with --resume)."""
+    from .config import load_toml, resolve
+    from .progress import make_reporter
+    from .train import Trainer
 
+    if log_format not in ("rich", "json"):
+        raise UsageError(f"--log-format must be rich or json, got {log_format!r}")
+    if corpus is not None and corpus != "-":
+        corpus = _corpus_path(corpus)
     options = dict(
         corpus=corpus,
         backend=backend,
         preset=preset,
         epochs=epochs,
         max_steps=max_steps,
+        time_limit=_parse_duration(time_limit),
         batch_size=batch_size,
         seq_len=seq_len,
         hidden=hidden,
@@ -183,6 +228,12 @@ def train(
         dropout=dropout,
         objective=objective,
         lr=lr,
+        schedule=schedule,
+        warmup=warmup,
+        min_lr=min_lr,
+        plateau_factor=plateau_factor,
+        plateau_patience=plateau_patience,
+        patience=patience,
         clip=clip,
         seed=seed,
         val_fraction=val_fraction,
@@ -191,15 +242,93 @@ def train(
         level=level,
         device=device,
     )
-    config = resolve(options)
-    result = run_training(config, out, reporter=ConsoleReporter(quiet=quiet), force=force)
+    reporter = make_reporter(log_format, quiet)
+    if resume is not None:
+        if config_file is not None:
+            raise UsageError("--config cannot be combined with --resume; the run keeps its configuration")
+        trainer = Trainer(None, resume, reporter=reporter, resume=True, overrides=options)
+        out = resume
+    else:
+        file_values = load_toml(str(config_file)) if config_file is not None else {}
+        if corpus is None and "corpus" not in file_values:
+            raise UsageError("missing CORPUS: give a text file, a folder, - or a corpus name")
+        if "corpus" in file_values and corpus is None:
+            file_values["corpus"] = _corpus_path(str(file_values["corpus"]))
+        trainer = Trainer(resolve(options, file_values), out, reporter=reporter, force=force)
+    result = trainer.run()
+    if log_format == "json":
+        return
     if result.val is not None:
         v = result.val
         typer.echo(
             f"validation: loss {v['loss']:.4f} nats, {v['bits_per_token']:.4f} bits/token, "
             f"perplexity {v['perplexity']:.2f}"
         )
-    typer.echo(f"saved run to {out}")
+    notes = {"early-stopped": " (stopped early: no improvement)", "time-limit": " (time limit reached)"}
+    typer.echo(f"saved run to {out} at step {result.steps}{notes.get(result.status, '')}")
+
+
+def _corpus_path(value: str) -> str:
+    """A path as given, or the cached file of a named corpus."""
+    try:
+        from .corpora import resolve_corpus
+    except ImportError:  # pragma: no cover - the catalogue is part of the package
+        return value
+    return str(resolve_corpus(value))
+
+
+# -- evaluate --------------------------------------------------------------------------------
+
+
+@app.command()
+@guarded
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder written by seqpred train.")],
+    corpus: Annotated[str, typer.Argument(help="Text to score: a file, a folder, - or a corpus name.")],
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", "-b", help="Backend to score with; default: the one that trained it."),
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    unknown: Annotated[str, typer.Option(help="Symbols outside the vocabulary: error or skip.")] = "error",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
+) -> None:
+    """Score a text with a trained run: loss in nats, bits per token and perplexity."""
+    from .evaluation import evaluate_text
+
+    if unknown not in ("error", "skip"):
+        raise UsageError(f"--unknown must be error or skip, got {unknown!r}")
+    source = corpus if corpus == "-" else _corpus_path(corpus)
+    scores = evaluate_text(
+        run, source, backend=backend, checkpoint=checkpoint, device=device, unknown=unknown
+    )
+    if as_json:
+        typer.echo(json.dumps(scores, indent=2))
+    else:
+        typer.echo(
+            f"{scores['tokens']:,} tokens: loss {scores['loss']:.4f} nats, "
+            f"{scores['bits_per_token']:.4f} bits/token, perplexity {scores['perplexity']:.2f} "
+            f"({scores['backend']})"
+        )
+
+
+# -- plot ------------------------------------------------------------------------------------
+
+
+@app.command()
+@guarded
+def plot(
+    run: Annotated[Path, typer.Argument(help="Run folder written by seqpred train.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="PNG to write; default RUN/curves.png.")
+    ] = None,
+) -> None:
+    """Draw the training and validation loss curves of a run as a PNG (needs matplotlib)."""
+    from .plotting import plot_history
+
+    path = plot_history(run, output)
+    typer.echo(f"wrote {path}")
 
 
 # -- generate --------------------------------------------------------------------------------

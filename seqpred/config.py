@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import UsageError
+from .schedule import Schedule
 from .spec import ModelSpec
 
 
@@ -36,6 +37,13 @@ class TrainConfig:
     clip: float | None = 5.0
     epochs: int = 10
     max_steps: int | None = None
+    time_limit: float | None = None  # seconds
+    schedule: str = "constant"
+    warmup: int = 0
+    min_lr: float = 0.0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 2
+    patience: int | None = None  # validations without improvement before stopping early
     val_every: int = 200
     # generation defaults recorded with the run
     greedy: bool = False
@@ -56,7 +64,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def check(self) -> None:
-        positive = ("hidden", "layers", "seq_len", "batch_size", "epochs", "val_every")
+        positive = ("hidden", "layers", "seq_len", "batch_size", "epochs", "val_every", "plateau_patience")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -67,8 +75,14 @@ class TrainConfig:
             raise UsageError(f"--embedding must be 0 (scaled input) or positive, got {self.embedding}")
         if not self.lr > 0:
             raise UsageError(f"--lr must be greater than 0, got {self.lr}")
-        if self.clip is not None and not self.clip > 0:
-            raise UsageError(f"--clip must be greater than 0, got {self.clip}")
+        if self.clip is not None and not self.clip >= 0:
+            raise UsageError(f"--clip must be 0 (none) or more, got {self.clip}")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise UsageError(f"--time-limit must be greater than 0 seconds, got {self.time_limit}")
+        if self.patience is not None and self.patience < 1:
+            raise UsageError(f"--patience must be a positive integer, got {self.patience}")
+        if self.min_lr < 0 or self.min_lr > self.lr:
+            raise UsageError(f"--min-lr must be between 0 and --lr, got {self.min_lr}")
         if self.level not in ("char", "word"):
             raise UsageError(f"--level must be char or word, got {self.level!r}")
         if not 0 <= self.dropout < 1:
@@ -116,5 +130,27 @@ def resolve(overrides: dict[str, Any], file_values: dict[str, Any] | None = None
         raise UsageError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
     values: dict[str, Any] = {**PRESETS[preset], **file_values, **given, "preset": preset}
     config = TrainConfig(**values)
+    if config.clip == 0:
+        config.clip = None
     config.check()
+    Schedule(config.schedule, config.lr, 1, config.warmup, config.min_lr, config.plateau_factor)
     return config
+
+
+#: Options that may change when a run is resumed: how long and how it is watched, not what it is.
+RESUMABLE = frozenset({"epochs", "max_steps", "time_limit", "patience", "val_every", "corpus", "device"})
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """Training options from a TOML file: top-level keys, or a ``[train]`` table."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: configuration file not found") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"{path}: not a valid TOML file ({exc})") from None
+    data = data.get("train", data)
+    return {key.replace("-", "_"): value for key, value in data.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rich.console import Console
@@ -67,3 +68,44 @@ class ConsoleReporter:
     def end(self, result: Any) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+class JsonReporter:
+    """One JSON object per line on stdout for every step and validation, for machines."""
+
+    def __init__(self, stream=None):
+        import sys
+
+        self.stream = stream or sys.stdout
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(record) + "\n")
+        self.stream.flush()
+
+    def start(self, total_steps: int, first_step: int, info: dict[str, Any]) -> None:
+        self._emit({"event": "start", "total_steps": total_steps, "first_step": first_step, **info})
+
+    def step(self, record: dict[str, Any]) -> None:
+        self._emit(record)
+
+    def validation(self, record: dict[str, Any]) -> None:
+        self._emit(record)
+
+    def end(self, result: Any) -> None:
+        self._emit(
+            {
+                "event": "end",
+                "status": result.status,
+                "steps": result.steps,
+                "run": str(result.run),
+                "val": result.val,
+                "best_val_loss": result.best_val,
+                "seconds": result.seconds,
+            }
+        )
+
+
+def make_reporter(log_format: str, quiet: bool):
+    if log_format == "json":
+        return JsonReporter()
+    return ConsoleReporter(quiet=quiet)

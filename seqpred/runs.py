@@ -78,7 +78,7 @@ def save_tensors(
 ) -> None:
     from safetensors.numpy import save
 
-    arrays = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
+    arrays = {name: np.asarray(value, order="C") for name, value in tensors.items()}  # keeps 0-d shapes
     atomic_write_bytes(path, save(arrays, metadata=metadata))
 
 

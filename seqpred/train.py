@@ -1,13 +1,23 @@
-"""Training orchestration: the core makes the data, weights and schedule; the backend does the maths."""
+"""Training orchestration: the core makes the data, weights, schedule and checkpoints; the backend
+does the maths of one batch.
+
+A run is resumable at every checkpoint: the batch order is a function of (seed, step), the dropout
+masks of (seed, step), the schedule's state is saved in ``run.json`` and Adam's moments in
+``optimizer.safetensors``. Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and
+stops with exit code 130.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,15 +25,24 @@ import numpy as np
 
 from . import runs
 from .backend import MODEL_METHODS, Model, OptimizerSettings, missing_methods
-from .config import TrainConfig
+from .config import RESUMABLE, TrainConfig
 from .corpus import read_corpus
 from .data import TrainBatches, eval_batches, split_validation
-from .errors import BackendError, RunError, UsageError
+from .errors import BackendError, RunError, SeqpredError, UsageError
 from .metrics import summary
 from .registry import get_registry
+from .schedule import Schedule
 from .spec import ModelSpec
 from .vocab import Vocab, build_char_vocab_and_ids
 from .weights import init_weights
+
+LOCK_FILE = ".lock"
+
+
+class TrainingInterrupted(SeqpredError):
+    """Ctrl-C or SIGTERM: a checkpoint was saved; exit code 130."""
+
+    exit_code = 130
 
 
 class Reporter(Protocol):
@@ -48,21 +67,26 @@ class TrainResult:
     steps: int
     val: dict[str, float] | None
     best_val: float | None
+    status: str = "finished"
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     tokens_per_second: float = 0.0
 
 
-def encode_corpus(text: str, level: str) -> tuple[Vocab, np.ndarray]:
+def encode_corpus(text: str, level: str, vocab: Vocab | None = None) -> tuple[Vocab, np.ndarray]:
+    """Vocabulary (built from ``text`` unless given) and the token ids of ``text``."""
+    if vocab is not None:
+        return vocab, vocab.encode(text)
     if level == "char":
         return build_char_vocab_and_ids(text)
-    vocab = Vocab.build(text, "word")  # type: ignore[arg-type]
+    vocab = Vocab.build(text, "word")
     return vocab, vocab.encode(text)
 
 
 def build_model(backend_name: str, spec: ModelSpec, device: str, seed: int) -> Model:
     """Create a backend's model and check it honours the contract."""
-    backend = get_registry().get(backend_name)
+    registry = get_registry()
+    backend = registry.get(backend_name)
     if spec.objective not in getattr(backend, "objectives", ("sequence", "last")):
         raise BackendError(f"backend {backend_name!r} does not support the {spec.objective!r} objective")
     try:
@@ -71,7 +95,7 @@ def build_model(backend_name: str, spec: ModelSpec, device: str, seed: int) -> M
         raise BackendError(f"backend {backend_name!r} could not build the model: {exc}") from None
     missing = missing_methods(model, MODEL_METHODS)
     if missing:
-        dist = get_registry().distribution_of(backend_name).distribution
+        dist = registry.distribution_of(backend_name).distribution
         raise BackendError(f"backend {backend_name!r} ({dist}) returned a model without {', '.join(missing)}")
     return model
 
@@ -84,8 +108,52 @@ def evaluate(model: Model, ids: np.ndarray, spec: ModelSpec, batch_size: int = 2
         total += model.evaluate_batch(batch.inputs, batch.targets) * batch.predicted_tokens
         count += batch.predicted_tokens
     if count == 0:
-        raise RunError("nothing to evaluate: the text is shorter than one window")
+        raise UsageError(
+            f"nothing to evaluate: the text is shorter than one window of {spec.seq_len + 1} tokens"
+        )
     return total / count
+
+
+class _StopSignals:
+    """Turn SIGINT and SIGTERM into a flag checked between steps, so no step is cut in half.
+
+    A second Ctrl-C while the checkpoint is written interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """Hold an exclusive lock on ``folder`` so two trainings never write one run."""
+    handle = (folder / LOCK_FILE).open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UsageError(f"{folder}: another seqpred training is writing this run folder") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 class Trainer:
@@ -93,40 +161,74 @@ class Trainer:
 
     def __init__(
         self,
-        config: TrainConfig,
+        config: TrainConfig | None,
         out: str | Path,
         *,
         reporter: Reporter | None = None,
         force: bool = False,
         resume: bool = False,
+        overrides: dict[str, Any] | None = None,
     ):
-        self.config = config
         self.out = Path(out)
         self.reporter = reporter or SilentReporter()
         self.force = force
         self.resume = resume
+        self.config = config if not resume else self._resumed_config(overrides or {})
+        if self.config is None:
+            raise UsageError("a training configuration is needed")
 
-    def _prepare_folder(self) -> None:
-        if self.out.exists() and not self.out.is_dir():
-            raise UsageError(f"{self.out}: exists and is not a folder")
-        if runs.is_run(self.out) and not (self.force or self.resume):
-            raise UsageError(
-                f"{self.out}: already holds a run; use --resume to continue it or --force to replace it"
-            )
-        if self.out.exists() and not runs.is_run(self.out) and any(self.out.iterdir()) and not self.force:
-            raise UsageError(f"{self.out}: folder is not empty; choose a new --out or use --force")
+    def _resumed_config(self, overrides: dict[str, Any]) -> TrainConfig:
+        if not self.out.is_dir():
+            raise RunError(f"{self.out}: no such run folder to resume")
+        runs.check_format(runs.read_json(self.out / runs.RUN_FILE, "run metadata"), self.out)
+        stored = runs.read_json(self.out / runs.TRAIN_FILE, "training configuration")
+        fixed = sorted(
+            k for k, v in overrides.items() if v is not None and k not in RESUMABLE and stored.get(k) != v
+        )
+        if fixed:
+            names = ", ".join("--" + k.replace("_", "-") for k in fixed)
+            raise UsageError(f"cannot change {names} when resuming; start a new run instead")
         try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            probe = self.out / ".write-test"
+            config = TrainConfig(**stored)
+        except TypeError as exc:
+            raise RunError(f"{self.out / runs.TRAIN_FILE}: {exc}") from None
+        changes = {k: v for k, v in overrides.items() if v is not None and k in RESUMABLE}
+        config = replace(config, **changes)
+        config.check()
+        return config
+
+    # -- folder ----------------------------------------------------------------------------
+    def _prepare_folder(self) -> None:
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"{out}: exists and is not a folder")
+        if runs.is_run(out) and not self.force:
+            raise UsageError(
+                f"{out}: already holds a run; use --resume {out} to continue it or --force to replace it"
+            )
+        if out.exists() and not runs.is_run(out) and any(p.name != LOCK_FILE for p in out.iterdir()):
+            raise UsageError(f"{out}: folder is not empty and holds no run; choose a new --out")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write-test"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise UsageError(f"{self.out}: cannot write there ({exc.strerror or exc})") from None
+            raise UsageError(f"{out}: cannot write there ({exc.strerror or exc})") from None
 
+    def _clear_previous_run(self) -> None:
+        for name in (runs.RUN_FILE, runs.LATEST_FILE, runs.BEST_FILE, runs.OPTIMIZER_FILE, runs.HISTORY_FILE):
+            (self.out / name).unlink(missing_ok=True)
+
+    # -- run -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         config = self.config
+        stored_vocab = None
+        if self.resume:
+            stored = runs.load_run(self.out, "latest")
+            stored_vocab = stored.vocab
         text = read_corpus(config.corpus, lower=config.lower)
-        vocab, ids = encode_corpus(text, config.level)
+        vocab, ids = encode_corpus(text, config.level, stored_vocab)
         if len(vocab) < 2:
             raise UsageError(f"{config.corpus}: the corpus has only one distinct symbol; nothing to predict")
         spec = config.model_spec(len(vocab))
@@ -135,93 +237,198 @@ class Trainer:
         total_steps = batches.batches_per_epoch * config.epochs
         if config.max_steps is not None:
             total_steps = min(total_steps, config.max_steps)
+        schedule = Schedule(
+            config.schedule,
+            config.lr,
+            total_steps,
+            config.warmup,
+            config.min_lr,
+            config.plateau_factor,
+            config.plateau_patience,
+        )
 
-        self._prepare_folder()
-        model = build_model(config.backend, spec, config.device, config.seed)
-        model.set_weights(init_weights(spec, config.seed))
-        model.configure_training(OptimizerSettings(clip=config.clip))
-        meta = runs.new_meta(config.backend)
-        meta.update(device=config.device, step=0, epoch=0, best_val_loss=None, best_step=None)
+        if not self.resume:
+            self._prepare_folder()
+        with _locked(self.out):
+            model = build_model(config.backend, spec, config.device, config.seed)
+            model.configure_training(OptimizerSettings(clip=config.clip))
+            if self.resume:
+                meta = self._restore(model, stored, schedule)
+            else:
+                if self.force:
+                    self._clear_previous_run()
+                model.set_weights(init_weights(spec, config.seed))
+                meta = self._start(spec, vocab)
+                # A checkpoint at step 0 makes the folder a loadable run from the first moment.
+                self._checkpoint(model, meta, 0, 0, 0.0, schedule, False)
+            return self._loop(model, spec, batches, val_ids, total_steps, schedule, meta)
+
+    def _start(self, spec: ModelSpec, vocab: Vocab) -> dict[str, Any]:
         runs.atomic_write_json(self.out / runs.MODEL_FILE, spec.to_dict())
-        runs.atomic_write_json(self.out / runs.TRAIN_FILE, config.to_dict())
+        runs.atomic_write_json(self.out / runs.TRAIN_FILE, self.config.to_dict())
         runs.atomic_write_bytes(self.out / runs.VOCAB_FILE, vocab.to_json().encode("utf-8"))
-        history_path = self.out / runs.HISTORY_FILE
-        history_path.write_text("")
+        runs.atomic_write_bytes(self.out / runs.HISTORY_FILE, b"")
+        meta = runs.new_meta(self.config.backend)
+        meta.update(
+            device=self.config.device,
+            status="training",
+            step=0,
+            tokens=0,
+            seconds=0.0,
+            best_val_loss=None,
+            best_step=None,
+            waited=0,
+            schedule={},
+        )
+        return meta
 
+    def _restore(self, model: Model, stored: runs.Run, schedule: Schedule) -> dict[str, Any]:
+        meta = stored.meta
+        model.set_weights(stored.weights)
+        if (self.out / runs.OPTIMIZER_FILE).exists():
+            model.set_optimizer_state(runs.load_tensors(self.out / runs.OPTIMIZER_FILE))
+        schedule.load_state(meta.get("schedule") or {})
+        # Records written after the checkpoint belong to steps that will be trained again.
+        step = int(meta.get("step", 0))
+        history = self.out / runs.HISTORY_FILE
+        kept = (
+            [
+                line
+                for line in history.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step
+            ]
+            if history.exists()
+            else []
+        )
+        runs.atomic_write_bytes(history, "".join(line + "\n" for line in kept).encode("utf-8"))
+        runs.atomic_write_json(self.out / runs.TRAIN_FILE, self.config.to_dict())
+        meta["status"] = "training"
+        return meta
+
+    def _loop(self, model, spec, batches, val_ids, total_steps, schedule, meta) -> TrainResult:
+        config = self.config
+        first = int(meta["step"])
+        best = meta["best_val_loss"] if meta.get("best_val_loss") is not None else math.inf
+        tokens = int(meta.get("tokens", 0))
+        seconds_before = float(meta.get("seconds", 0.0))
         self.reporter.start(
             total_steps,
-            0,
+            first,
             {
                 "backend": config.backend,
                 "parameters": spec.parameter_count(),
-                "vocab": len(vocab),
-                "train_tokens": len(train_ids),
+                "vocab": spec.vocab_size,
+                "train_tokens": len(batches.ids),
                 "val_tokens": len(val_ids),
                 "steps_per_epoch": batches.batches_per_epoch,
+                "resumed": self.resume,
             },
         )
-        result = TrainResult(run=self.out, steps=0, val=None, best_val=None)
-        best = math.inf
+        result = TrainResult(run=self.out, steps=first, val=None, best_val=None)
         started = time.perf_counter()
-        tokens = 0
-        with history_path.open("a", encoding="utf-8") as history:
-            iterator: Iterator = batches.iter_from(0)
-            for step in range(total_steps):
-                batch = next(iterator)
-                loss = model.train_batch(batch.inputs, batch.targets, config.lr)
+        run_tokens = 0
+        step = first
+        status = "finished"
+        with _StopSignals() as signals, (self.out / runs.HISTORY_FILE).open("a", encoding="utf-8") as history:
+            stream: Iterator = batches.iter_from(first)
+            while step < total_steps:
+                batch = next(stream)
+                lr = schedule.rate(step)
+                loss = model.train_batch(batch.inputs, batch.targets, lr)
                 if not math.isfinite(loss):
                     raise RunError(
                         f"training diverged at step {step + 1} (loss {loss}); try a lower --lr or --clip"
                     )
+                step += 1
                 tokens += batch.predicted_tokens
+                run_tokens += batch.predicted_tokens
                 elapsed = time.perf_counter() - started
+                epoch, index = divmod(step, batches.batches_per_epoch)
                 record = {
                     "event": "train",
-                    "step": step + 1,
-                    "epoch": step // batches.batches_per_epoch + 1,
+                    "step": step,
+                    "epoch": epoch + (index > 0),
                     "loss": loss,
-                    "lr": config.lr,
+                    "lr": lr,
                     "tokens": tokens,
-                    "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
-                    "time": elapsed,
+                    "tokens_per_s": run_tokens / elapsed if elapsed > 0 else 0.0,
+                    "time": seconds_before + elapsed,
                 }
                 history.write(json.dumps(record) + "\n")
                 result.losses.append(loss)
                 self.reporter.step(record)
-                last = step + 1 == total_steps
-                if len(val_ids) and ((step + 1) % config.val_every == 0 or last):
+
+                out_of_time = config.time_limit is not None and seconds_before + elapsed >= config.time_limit
+                ending = step == total_steps or out_of_time or signals.received is not None
+                if len(val_ids) and (step % config.val_every == 0 or index == 0 or ending):
                     val_loss = evaluate(model, val_ids, spec)
+                    schedule.observe(val_loss)
                     improved = val_loss < best
-                    best = min(best, val_loss)
-                    val_record = {"event": "validation", "step": step + 1, **summary(val_loss)}
+                    if improved:
+                        best, meta["best_val_loss"], meta["best_step"], meta["waited"] = (
+                            val_loss,
+                            val_loss,
+                            step,
+                            0,
+                        )
+                    else:
+                        meta["waited"] = int(meta.get("waited", 0)) + 1
+                    val_record = {"event": "validation", "step": step, **summary(val_loss), "best": best}
                     history.write(json.dumps(val_record) + "\n")
-                    history.flush()
                     result.val = summary(val_loss)
                     self.reporter.validation(val_record)
-                    self._checkpoint(model, meta, step + 1, improved, val_loss)
-                elif last:
-                    self._checkpoint(model, meta, step + 1, False, None)
-        result.steps = total_steps
+                    early = config.patience is not None and meta["waited"] >= config.patience
+                    if early and not ending:
+                        status, ending = "early-stopped", True
+                    history.flush()
+                    self._checkpoint(model, meta, step, tokens, seconds_before + elapsed, schedule, improved)
+                elif ending:
+                    history.flush()
+                    self._checkpoint(model, meta, step, tokens, seconds_before + elapsed, schedule, False)
+                if signals.received is not None:
+                    status = "interrupted"
+                elif out_of_time and step < total_steps:
+                    status = "time-limit"
+                if ending or status != "finished":
+                    break
+        meta["status"] = status
+        runs.atomic_write_json(self.out / runs.RUN_FILE, meta)
+        result.steps = step
+        result.status = status
         result.best_val = best if math.isfinite(best) else None
         result.seconds = time.perf_counter() - started
-        result.tokens_per_second = tokens / result.seconds if result.seconds > 0 else 0.0
+        result.tokens_per_second = run_tokens / result.seconds if result.seconds > 0 else 0.0
         self.reporter.end(result)
+        if status == "interrupted":
+            raise TrainingInterrupted(
+                f"interrupted by {signals.received} at step {step}; checkpoint saved, continue with: "
+                f"seqpred train --resume {self.out}"
+            )
         return result
 
-    def _checkpoint(
-        self, model: Model, meta: dict[str, Any], step: int, improved: bool, val_loss: float | None
-    ) -> None:
-        weights = model.get_weights()
-        runs.save_tensors(self.out / runs.LATEST_FILE, weights, {"step": str(step)})
-        if improved:
-            runs.save_tensors(self.out / runs.BEST_FILE, weights, {"step": str(step)})
-            meta.update(best_val_loss=val_loss, best_step=step)
-        with contextlib.suppress(NotImplementedError):  # optional: a backend may not resume
-            runs.save_tensors(self.out / runs.OPTIMIZER_FILE, model.get_optimizer_state())
-        meta.update(step=step)
-        runs.atomic_write_json(self.out / runs.RUN_FILE, meta)
+    def _checkpoint(self, model, meta, step, tokens, seconds, schedule, improved) -> None:
+        """Save weights, optimizer state and progress; ``run.json`` last, as the commit point."""
+        try:
+            weights = model.get_weights()
+            runs.save_tensors(self.out / runs.LATEST_FILE, weights, {"step": str(step)})
+            if improved:
+                runs.save_tensors(self.out / runs.BEST_FILE, weights, {"step": str(step)})
+            with contextlib.suppress(NotImplementedError):  # optional: a backend may not resume
+                runs.save_tensors(self.out / runs.OPTIMIZER_FILE, model.get_optimizer_state())
+            meta.update(step=step, tokens=tokens, seconds=seconds, schedule=schedule.state())
+            runs.atomic_write_json(self.out / runs.RUN_FILE, meta)
+        except OSError as exc:
+            raise RunError(
+                f"{self.out}: could not save the checkpoint of step {step} ({exc.strerror or exc}); "
+                f"the previous checkpoint (step {meta.get('step', 0)}) is intact"
+            ) from None
 
 
 def train(config: TrainConfig, out: str | Path, **kwargs: Any) -> TrainResult:
     """Train a model as ``config`` says and write the run folder ``out``."""
     return Trainer(config, out, **kwargs).run()
+
+
+def resume(out: str | Path, overrides: dict[str, Any] | None = None, **kwargs: Any) -> TrainResult:
+    """Continue the run in ``out`` from its latest checkpoint."""
+    return Trainer(None, out, resume=True, overrides=overrides, **kwargs).run()
