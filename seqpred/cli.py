@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from ._version import __version__
+from .corpus_cli import corpus_app
 from .errors import SeqpredError, UsageError
 
 app = typer.Typer(
@@ -426,6 +427,9 @@ def generate(
         for i, text in enumerate(result.samples, 1):
             typer.echo(f"===== sample {i} of {num_samples} =====")
             typer.echo(prime + text)
+
+
+app.add_typer(corpus_app, name="corpus")
 
 
 def main() -> None:

@@ -94,8 +94,6 @@ class Generator:
             raise UsageError("a stop string must not be empty")
         settings = settings or self.default_settings()
         rng = np.random.default_rng(seed)
-        level = self.vocab.level
-        tokens = self.vocab.tokens
         ids = self.start_tokens(prime, unknown)
 
         state = self.model.initial_state(num_samples)
@@ -104,47 +102,98 @@ class Generator:
             _, state = self.model.forward(batch[:, :-1], state)
         logits, state = self.model.step(batch[:, -1], state)
 
-        texts = [""] * num_samples
-        done = np.zeros(num_samples, dtype=bool)
-        previous = [tokens[i] for i in batch[:, -1]] if prime else ["\n"] * num_samples
-        hold = max((len(s) for s in stop), default=1) - 1  # characters that may yet start a stop string
-        sent = 0  # characters of the first stream handed to on_text
-        produced = 0
+        streams = _Streams(self.vocab, num_samples, ids[-1] if prime else None, stop, on_text)
         for position in range(length):
             chosen = sample(logits, settings, rng)
-            produced += 1
-            for s in np.flatnonzero(~done):
-                token = tokens[chosen[s]]
-                piece = (
-                    token if level == "char" else detokenize([previous[s], token], level)[len(previous[s]) :]
-                )
-                previous[s] = token
-                texts[s] += piece
-                if stop:
-                    hit = _first_stop(texts[s], stop, len(texts[s]) - len(piece) - hold)
-                    if hit is not None:
-                        texts[s] = texts[s][:hit]
-                        done[s] = True
-            if on_text is not None:
-                upto = len(texts[0]) - (0 if done[0] else hold)
-                if upto > sent:
-                    on_text(texts[0][sent:upto])
-                    sent = upto
-            if done.all() or position + 1 == length:
+            streams.add(chosen)
+            if streams.all_done or position + 1 == length:
                 break
             logits, state = self.model.step(chosen, state)
-        if on_text is not None and len(texts[0]) > sent:
-            on_text(texts[0][sent:])
         return Generation(
-            samples=texts,
+            samples=streams.texts(),
             prime=prime,
             settings=settings,
             seed=seed,
-            tokens=produced,
+            tokens=streams.produced,
             run=str(self.run.path),
             backend=self.backend_name,
-            stopped=[bool(d) for d in done],
+            stopped=[bool(d) for d in streams.done],
         )
+
+
+class _Streams:
+    """The text of every stream as tokens arrive: the first stream's text is handed out as it grows,
+    and streams with stop strings are checked after every token; the others are decoded at the end."""
+
+    def __init__(self, vocab, count: int, last_prime_id, stop: Sequence[str], on_text):
+        self.vocab = vocab
+        self.stop = list(stop)
+        self.on_text = on_text
+        self.chosen: list[np.ndarray] = []
+        self.done = np.zeros(count, dtype=bool)
+        self.lengths = np.full(count, -1)  # tokens kept per stream once it stopped
+        start = "\n" if last_prime_id is None else vocab.tokens[int(last_prime_id)]
+        self.start = start
+        self.previous = [start] * count
+        self.live = [""] * count if (self.stop or on_text) else None
+        self.hold = max((len(s) for s in self.stop), default=1) - 1  # may still begin a stop string
+        self.sent = 0
+
+    @property
+    def produced(self) -> int:
+        return len(self.chosen)
+
+    @property
+    def all_done(self) -> bool:
+        return bool(self.done.all())
+
+    def _piece(self, s: int, token_id: int) -> str:
+        token = self.vocab.tokens[token_id]
+        if self.vocab.level == "char":
+            piece = token
+        else:
+            piece = detokenize([self.previous[s], token], "word")[len(self.previous[s]) :]
+        self.previous[s] = token
+        return piece
+
+    def add(self, chosen: np.ndarray) -> None:
+        self.chosen.append(chosen)
+        if self.live is None:
+            return
+        watched = np.flatnonzero(~self.done) if self.stop else [0]
+        for s in watched:
+            if self.done[s]:
+                continue
+            piece = self._piece(s, int(chosen[s]))
+            self.live[s] += piece
+            if self.stop:
+                text = self.live[s]
+                hit = _first_stop(text, self.stop, len(text) - len(piece) - self.hold)
+                if hit is not None:
+                    self.live[s] = text[:hit]
+                    self.done[s] = True
+                    self.lengths[s] = len(self.chosen)
+        if self.on_text is not None:
+            text = self.live[0]
+            upto = len(text) - (0 if self.done[0] else self.hold)
+            if upto > self.sent:
+                self.on_text(text[self.sent : upto])
+                self.sent = upto
+
+    def texts(self) -> list[str]:
+        if self.on_text is not None and self.live is not None and len(self.live[0]) > self.sent:
+            self.on_text(self.live[0][self.sent :])
+            self.sent = len(self.live[0])
+        if self.stop:
+            return list(self.live)
+        ids = np.stack(self.chosen, axis=1) if self.chosen else np.zeros((len(self.done), 0), dtype=np.int32)
+        if self.vocab.level == "char":
+            table = np.asarray(self.vocab.tokens, dtype=object)
+            return ["".join(row) for row in table[ids]]
+        return [
+            detokenize([self.start, *(self.vocab.tokens[i] for i in row)], "word")[len(self.start) :]
+            for row in ids
+        ]
 
 
 def _first_stop(text: str, stop: Sequence[str], search_from: int) -> int | None:

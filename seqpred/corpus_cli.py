@@ -1,0 +1,101 @@
+"""``seqpred corpus``: list the catalogue of named corpora and download them into the cache folder.
+
+The sub-app is mounted by :mod:`seqpred.cli`. This module does not import it at load time (that module
+imports this one), so the CLI's one-line error handling is looked up when a command runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Annotated
+
+import typer
+
+corpus_app = typer.Typer(
+    name="corpus",
+    help="Named corpora: list the catalogue and download a corpus into the cache folder.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _guarded(func):
+    """Report seqpred's errors the way every other command does, resolving the handler at call time."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from .cli import guarded
+
+        return guarded(func)(*args, **kwargs)
+
+    return wrapper
+
+
+@corpus_app.command("list")
+@_guarded
+def list_corpora(
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """List the named corpora: size, whether a verified copy is cached (and where), and what each is."""
+    from .corpora import CATALOGUE, cache_dir, cache_path, status
+
+    rows = []
+    for name in sorted(CATALOGUE):
+        entry = CATALOGUE[name]
+        rows.append(
+            {
+                "name": name,
+                "size": entry.size,
+                "sha256": entry.sha256,
+                "status": status(entry),
+                "path": str(cache_path(entry)),
+                "url": entry.source_url(),
+                "homepage": entry.homepage,
+                "licence": entry.licence,
+                "description": entry.description,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps({"cache_dir": str(cache_dir()), "corpora": rows}, indent=2))
+        return
+    cached_label = {"ok": "yes", "missing": "no", "mismatch": "corrupt"}
+    header = ("corpus", "size", "cached", "description")
+    table = [header] + [
+        (r["name"], f"{r['size']:,} bytes", cached_label[r["status"]], r["description"]) for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    indent = " " * (sum(widths) + 2 * len(widths))
+    for row, info in zip(table, [None, *rows], strict=True):
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        typer.echo("  ".join([*cells, row[-1]]))
+        if info is not None and info["status"] == "ok":
+            typer.echo(f"{indent}cached at {info['path']}")
+        elif info is not None and info["status"] == "mismatch":
+            typer.echo(f"{indent}{info['path']} fails verification; download it again with --force")
+    typer.echo(f"cache folder: {cache_dir()}")
+
+
+@corpus_app.command("download")
+@_guarded
+def download_corpus(
+    name: Annotated[str, typer.Argument(help="Catalogue name (see seqpred corpus list).")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Download again even if a verified copy is cached.")
+    ] = False,
+) -> None:
+    """Download corpus NAME into the cache folder, verify its size and SHA-256, and print its path.
+
+    Only the path goes to standard output, so ``$(seqpred corpus download NAME)`` can feed another
+    command; one note on what happened goes to standard error, and on failure only the error line.
+    """
+    from .corpora import download
+
+    result = download(name, force=force)
+    if result.downloaded:
+        typer.echo(f"{name}: downloaded from {result.url}; size and sha256 verified", err=True)
+    else:
+        typer.echo(f"{name}: already cached and verified (use --force to download again)", err=True)
+    typer.echo(str(result.path))
