@@ -56,8 +56,9 @@ class Batch:
 
 
 def _as_batch(rows: np.ndarray, objective: str) -> Batch:
-    inputs = np.ascontiguousarray(rows[:, :-1])
-    targets = np.ascontiguousarray(rows[:, 1:] if objective == "sequence" else rows[:, -1])
+    # Corpora are stored in the smallest integer type; backends always receive int32.
+    inputs = np.ascontiguousarray(rows[:, :-1], dtype=np.int32)
+    targets = np.ascontiguousarray(rows[:, 1:] if objective == "sequence" else rows[:, -1], dtype=np.int32)
     return Batch(inputs, targets)
 
 
@@ -88,7 +89,12 @@ class TrainBatches:
             offset = int(rng.integers(0, slack + 1))
         else:
             offset = 0
-        return offset, rng.permutation(self.windows_per_epoch)
+        # int32 and shuffled in place: 4 bytes per window, where a window starts at every token.
+        order = np.arange(
+            self.windows_per_epoch, dtype=np.int32 if self.windows_per_epoch < 2**31 else np.int64
+        )
+        rng.shuffle(order)
+        return offset, order
 
     def position(self, step: int) -> tuple[int, int]:
         """(epoch, batch index within the epoch) of global step ``step``."""
@@ -98,7 +104,7 @@ class TrainBatches:
         offset, order = plan
         chosen = order[index * self.batch_size : (index + 1) * self.batch_size]
         stride = self.seq_len if self.objective == "sequence" else 1
-        return _as_batch(self.view[chosen * stride + offset], self.objective)
+        return _as_batch(self.view[chosen.astype(np.int64) * stride + offset], self.objective)
 
     def batch(self, step: int) -> Batch:
         """The batch of global step ``step`` (0-based)."""

@@ -27,7 +27,10 @@ def evaluate_text(
     """
     loaded = load_run(run, checkpoint)
     text = read_corpus(corpus, lower=bool(loaded.config.get("lower", False)))
-    ids = loaded.vocab.encode(text, unknown)  # type: ignore[arg-type]
+    if unknown == "error":
+        ids = loaded.vocab.encode_corpus(text)
+    else:
+        ids = loaded.vocab.encode(text, unknown)  # type: ignore[arg-type]
     name = backend or loaded.backend or "torch"
     model = build_model(name, loaded.spec, device, seed=0)
     model.set_weights(loaded.weights)

@@ -28,7 +28,7 @@ from .backend import MODEL_METHODS, Model, OptimizerSettings, missing_methods
 from .config import RESUMABLE, TrainConfig
 from .corpus import read_corpus
 from .data import TrainBatches, eval_batches, split_validation
-from .errors import BackendError, RunError, SeqpredError, UsageError
+from .errors import BackendError, CorpusError, RunError, SeqpredError, UsageError
 from .metrics import summary
 from .registry import get_registry
 from .schedule import Schedule
@@ -76,7 +76,7 @@ class TrainResult:
 def encode_corpus(text: str, level: str, vocab: Vocab | None = None) -> tuple[Vocab, np.ndarray]:
     """Vocabulary (built from ``text`` unless given) and the token ids of ``text``."""
     if vocab is not None:
-        return vocab, vocab.encode(text)
+        return vocab, vocab.encode_corpus(text)
     if level == "char":
         return build_char_vocab_and_ids(text)
     vocab = Vocab.build(text, "word")
@@ -148,7 +148,10 @@ def _locked(folder: Path):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise UsageError(f"{folder}: another seqpred training is writing this run folder") from None
+        raise UsageError(
+            f"{folder}: another seqpred training is writing this run folder; "
+            f"wait for it to finish or stop it first"
+        ) from None
     try:
         yield
     finally:
@@ -214,7 +217,9 @@ class Trainer:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise UsageError(f"{out}: cannot write there ({exc.strerror or exc})") from None
+            raise UsageError(
+                f"{out}: cannot write there ({exc.strerror or exc}); choose another --out"
+            ) from None
 
     def _clear_previous_run(self) -> None:
         for name in (runs.RUN_FILE, runs.LATEST_FILE, runs.BEST_FILE, runs.OPTIMIZER_FILE, runs.HISTORY_FILE):
@@ -229,8 +234,12 @@ class Trainer:
             stored_vocab = stored.vocab
         text = read_corpus(config.corpus, lower=config.lower)
         vocab, ids = encode_corpus(text, config.level, stored_vocab)
+        del text  # the ids are all training needs; a large corpus should not be held twice
         if len(vocab) < 2:
-            raise UsageError(f"{config.corpus}: the corpus has only one distinct symbol; nothing to predict")
+            raise CorpusError(
+                f"{config.corpus}: the corpus has only one distinct symbol; nothing to predict: "
+                f"give a text with at least two different {config.level}s"
+            )
         spec = config.model_spec(len(vocab))
         train_ids, val_ids = split_validation(ids, config.val_fraction, spec.seq_len)
         batches = TrainBatches(train_ids, spec.seq_len, config.batch_size, spec.objective, config.seed)
@@ -291,16 +300,7 @@ class Trainer:
         # Records written after the checkpoint belong to steps that will be trained again.
         step = int(meta.get("step", 0))
         history = self.out / runs.HISTORY_FILE
-        kept = (
-            [
-                line
-                for line in history.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step
-            ]
-            if history.exists()
-            else []
-        )
-        runs.atomic_write_bytes(history, "".join(line + "\n" for line in kept).encode("utf-8"))
+        runs.atomic_write_bytes(history, runs.history_until(history, step))
         runs.atomic_write_json(self.out / runs.TRAIN_FILE, self.config.to_dict())
         meta["status"] = "training"
         return meta
@@ -410,13 +410,15 @@ class Trainer:
         """Save weights, optimizer state and progress; ``run.json`` last, as the commit point."""
         try:
             weights = model.get_weights()
-            runs.save_tensors(self.out / runs.LATEST_FILE, weights, {"step": str(step)})
-            if improved:
-                runs.save_tensors(self.out / runs.BEST_FILE, weights, {"step": str(step)})
-            with contextlib.suppress(NotImplementedError):  # optional: a backend may not resume
-                runs.save_tensors(self.out / runs.OPTIMIZER_FILE, model.get_optimizer_state())
-            meta.update(step=step, tokens=tokens, seconds=seconds, schedule=schedule.state())
-            runs.atomic_write_json(self.out / runs.RUN_FILE, meta)
+            with runs.Commit() as commit:  # every file written before any replaces its old version
+                commit.write_tensors(self.out / runs.LATEST_FILE, weights, {"step": str(step)})
+                if improved:
+                    commit.write_tensors(self.out / runs.BEST_FILE, weights, {"step": str(step)})
+                with contextlib.suppress(NotImplementedError):  # optional: a backend may not resume
+                    commit.write_tensors(self.out / runs.OPTIMIZER_FILE, model.get_optimizer_state())
+                state = dict(step=step, tokens=tokens, seconds=seconds, schedule=schedule.state())
+                commit.write_json(self.out / runs.RUN_FILE, {**meta, **state})
+            meta.update(state)
         except OSError as exc:
             raise RunError(
                 f"{self.out}: could not save the checkpoint of step {step} ({exc.strerror or exc}); "

@@ -104,17 +104,41 @@ class Vocab:
         raise UsageError(f"replacement {replacement!r} is not in the vocabulary")
 
     def _encode_chars_fast(self, text: str) -> np.ndarray:
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        table = np.array([ord(t) for t in self.tokens], dtype=np.uint32)
-        order = np.argsort(table)
-        positions = np.searchsorted(table[order], codes)
-        positions[positions >= len(table)] = 0
-        ids = order[positions]
-        bad = table[ids] != codes
-        if bad.any():
-            missing = dict.fromkeys(chr(c) for c in codes[bad][:1000])
-            raise VocabError(f"symbol(s) not in the vocabulary: {_show(missing)}")
-        return ids.astype(np.int32)
+        return self.encode_corpus(text).astype(np.int32)
+
+    def encode_corpus(self, text: str, chunk: int = 1 << 22) -> np.ndarray:
+        """Ids of a character corpus in the smallest integer type that holds them.
+
+        Works in chunks, so a corpus costs its ids (1 byte per character for up to 256 symbols) plus
+        a few MB, never a 4- or 8-byte copy of the whole text.
+        """
+        if self.level != "char":
+            return self.encode(text)
+        ids = np.empty(len(text), dtype=compact_dtype(len(self)))
+        codes = np.array([ord(t) for t in self.tokens], dtype=np.uint32)
+        order = np.argsort(codes)
+        sorted_codes = codes[order]
+        ascii_path = text.isascii() and sorted_codes[-1] < 128
+        if ascii_path:
+            table = np.zeros(128, dtype=ids.dtype)
+            table[sorted_codes] = order
+            known = np.zeros(128, dtype=bool)
+            known[sorted_codes] = True
+        for start in range(0, len(text), chunk):
+            piece = text[start : start + chunk]
+            if ascii_path:
+                raw = np.frombuffer(piece.encode("ascii"), dtype=np.uint8)
+                bad = ~known[raw]
+                ids[start : start + len(piece)] = table[raw]
+            else:
+                raw = np.frombuffer(piece.encode("utf-32-le"), dtype=np.uint32)
+                positions = np.minimum(np.searchsorted(sorted_codes, raw), len(sorted_codes) - 1)
+                bad = sorted_codes[positions] != raw
+                ids[start : start + len(piece)] = order[positions]
+            if bad.any():
+                missing = dict.fromkeys(chr(c) for c in raw[bad][:1000])
+                raise VocabError(f"symbol(s) not in the vocabulary: {_show(missing)}")
+        return ids
 
     def decode(self, ids: Iterable[int]) -> str:
         return detokenize((self.tokens[int(i)] for i in ids), self.level)
@@ -128,6 +152,9 @@ class Vocab:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise VocabError(f"vocabulary is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except (ValueError, RecursionError) as exc:  # a huge integer literal, or nesting too deep
+            reason = str(exc).splitlines()[0] if str(exc) else "nested too deeply"
+            raise VocabError(f"vocabulary is not valid JSON ({reason})") from None
         if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
             raise VocabError("vocabulary JSON must be an object with a list of tokens")
         tokens = data["tokens"]
@@ -147,8 +174,12 @@ def _show(tokens: Iterable[str], limit: int = 10) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
+def compact_dtype(vocab_size: int) -> type:
+    """The smallest unsigned type that holds every id of a vocabulary of ``vocab_size`` tokens."""
+    return np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.int32
+
+
 def build_char_vocab_and_ids(text: str) -> tuple[Vocab, np.ndarray]:
-    """Vocabulary and ids of a character corpus in one vectorised pass (large corpora)."""
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    unique, ids = np.unique(codes, return_inverse=True)
-    return Vocab([chr(c) for c in unique], "char"), ids.astype(np.int32)
+    """Vocabulary and compact ids of a character corpus, without a per-character Python object."""
+    vocab = Vocab(sorted(set(text)), "char")
+    return vocab, vocab.encode_corpus(text)

@@ -165,7 +165,7 @@ def test_patience_stops_early(cli, corpus, tmp_path):
 
 def test_time_limit(cli, corpus, tmp_path):
     out = tmp_path / "r"
-    result = train(cli, corpus, out, "--max-steps", "100000", "--time-limit", "1s")
+    result = train(cli, corpus, out, "--epochs", "100000", "--time-limit", "1s")
     meta = json.loads((out / "run.json").read_text())
     assert meta["status"] == "time-limit" and 0 < meta["step"] < 100000
     assert "time limit" in result.stdout
@@ -269,7 +269,7 @@ def _start_training(corpus: Path, out: Path) -> subprocess.Popen:
         str(out),
         "--quiet",
         *TINY,
-        "--max-steps",
+        "--epochs",
         "100000",
         "--val-every",
         "1000",

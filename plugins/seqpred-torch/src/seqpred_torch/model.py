@@ -161,40 +161,60 @@ class TorchModel(Model):
     @torch.inference_mode()
     def forward(self, tokens, state):
         self.net.eval()
-        logits, state = self.net(self._tensor(tokens), state)
+        h, c = state
+        if isinstance(h, list):  # per-layer lists, as step returns them
+            h, c = torch.stack(h), torch.stack(c)
+        logits, state = self.net(self._tensor(tokens), (h, c))
         return logits.cpu().numpy(), state
 
     def _prepare_step(self):
-        """Per-layer weights for :meth:`step`; layer 0's input projection becomes a token table."""
-        net = self.net
+        """Weights for :meth:`step`, arranged so that one step is a few large operations.
+
+        Layer 0's input projection becomes a [V, 4H] table indexed by token. The cell candidate's
+        columns are doubled, so that one sigmoid over all four gates serves them all:
+        tanh(x) = 2 sigmoid(2x) - 1.
+        """
+        net, hidden = self.net, self.spec.hidden
+
+        def doubled(w: torch.Tensor) -> torch.Tensor:
+            w = w.clone()
+            w[..., 2 * hidden : 3 * hidden] *= 2
+            return w
+
         first = net.inputs(torch.arange(self.spec.vocab_size, device=self.device))
         layers = []
         for k in range(self.spec.layers):
-            w_ih = getattr(net.lstm, f"weight_ih_l{k}")
-            b = getattr(net.lstm, f"bias_ih_l{k}") + getattr(net.lstm, f"bias_hh_l{k}")
-            w_hh_t = getattr(net.lstm, f"weight_hh_l{k}").t().contiguous()
-            layers.append((w_ih.t().contiguous(), w_hh_t, b))
+            w_ih_t = getattr(net.lstm, f"weight_ih_l{k}").t()
+            w_hh_t = getattr(net.lstm, f"weight_hh_l{k}").t()
+            bias = getattr(net.lstm, f"bias_ih_l{k}") + getattr(net.lstm, f"bias_hh_l{k}")
+            layers.append((doubled(w_ih_t).contiguous(), doubled(w_hh_t).contiguous(), doubled(bias)))
         table = torch.addmm(layers[0][2], first, layers[0][0])
-        self._step_weights = (table, layers, net.dense.weight.t().contiguous(), net.dense.bias)
+        self._step_weights = (
+            table,
+            layers,
+            net.dense.weight.t().contiguous(),
+            net.dense.bias.detach().clone(),
+        )
 
     @torch.inference_mode()
     def step(self, tokens, state):
         if self._step_weights is None:
             self._prepare_step()
         table, layers, dense_w, dense_b = self._step_weights
-        h, c = state
+        hs, cs = state
         hidden = self.spec.hidden
+        new_h, new_c = [], []
         x = None
-        hs, cs = [], []
-        for k, (w_ih_t, w_hh_t, b) in enumerate(layers):
+        for k, (w_ih_t, w_hh_t, bias) in enumerate(layers):
             if k == 0:
-                z = torch.addmm(table[self._tensor(tokens)], h[0], w_hh_t)
+                rows = torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(self.device)
+                z = torch.addmm(table.index_select(0, rows), hs[0], w_hh_t)
             else:
-                z = torch.addmm(torch.addmm(b, x, w_ih_t), h[k], w_hh_t)
-            i, f, g, o = z.split(hidden, dim=1)
-            ck = torch.sigmoid(f) * c[k] + torch.sigmoid(i) * torch.tanh(g)
-            x = torch.sigmoid(o) * torch.tanh(ck)
-            hs.append(x)
-            cs.append(ck)
+                z = torch.addmm(torch.addmm(bias, x, w_ih_t), hs[k], w_hh_t)
+            i, f, g, o = torch.sigmoid(z).split(hidden, dim=1)
+            c = torch.addcmul(f * cs[k], i, g * 2 - 1)
+            x = o * torch.tanh(c)
+            new_h.append(x)
+            new_c.append(c)
         logits = torch.addmm(dense_b, x, dense_w)
-        return logits.cpu().numpy(), (torch.stack(hs), torch.stack(cs))
+        return logits.cpu().numpy(), (new_h, new_c)
