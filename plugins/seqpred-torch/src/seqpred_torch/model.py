@@ -65,7 +65,8 @@ class TorchModel(Model):
 
     # -- weights ---------------------------------------------------------------------------
     def get_weights(self):
-        params = {n: p.detach().cpu().numpy() for n, p in self.net.named_parameters()}
+        # .numpy() of a CPU tensor shares its memory; callers get arrays of their own.
+        params = {n: p.detach().cpu().numpy().copy() for n, p in self.net.named_parameters()}
         return to_canonical(self.spec, params)
 
     @torch.no_grad()
@@ -132,7 +133,9 @@ class TorchModel(Model):
             state = self.optimizer.state.get(params[torch_name], {})
             for key, slot in (("exp_avg", "m"), ("exp_avg_sq", "v")):
                 value = (
-                    state[key].detach().cpu().numpy() if key in state else np.zeros(params[torch_name].shape)
+                    state[key].detach().cpu().numpy().copy()
+                    if key in state
+                    else np.zeros(params[torch_name].shape)
                 )
                 out[f"{slot}/{name}"] = np.ascontiguousarray(
                     value.T if transposed else value, dtype=np.float32
@@ -148,9 +151,7 @@ class TorchModel(Model):
             slots = {}
             for key, slot in (("exp_avg", "m"), ("exp_avg_sq", "v")):
                 value = np.asarray(state[f"{slot}/{name}"], dtype=np.float32)
-                slots[key] = torch.from_numpy(np.ascontiguousarray(value.T if transposed else value)).to(
-                    self.device
-                )
+                slots[key] = torch.tensor(value.T if transposed else value).to(self.device)
             self.optimizer.state[param] = {"step": torch.tensor(step), **slots}
 
     # -- inference -------------------------------------------------------------------------

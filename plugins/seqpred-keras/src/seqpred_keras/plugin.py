@@ -1,0 +1,22 @@
+"""Entry point of the keras backend: registers it without importing keras or tensorflow."""
+
+from __future__ import annotations
+
+from seqpred import Backend, ModelSpec, hookimpl
+
+
+class KerasBackend(Backend):
+    name = "keras"
+    description = "Keras 3 LSTM on TensorFlow; CPU or GPU"
+    devices = ("cpu", "gpu")
+    objectives = ("sequence", "last")
+
+    def create_model(self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0):
+        from .model import KerasModel  # imports keras and tensorflow
+
+        return KerasModel(spec, device=device, seed=seed)
+
+
+@hookimpl
+def seqpred_register_backends(register):
+    register(KerasBackend())
