@@ -5,6 +5,7 @@ Importing this module imports no deep-learning framework; backends load theirs w
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -52,6 +53,13 @@ def guarded(func):
             if _debug:
                 traceback.print_exc()
             raise fail("interrupted", EXIT_INTERRUPTED) from None
+        except OSError as exc:  # a full disk or a vanished file where no clearer message was given
+            if exc.errno == errno.EPIPE:
+                raise  # click ends quietly when the reader of the output went away
+            if _debug:
+                traceback.print_exc()
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise fail(f"{where}{exc.strerror or exc}", EXIT_ERROR) from None
 
     return wrapper
 
@@ -386,6 +394,7 @@ def generate(
         top_p=top_p,
         greedy=defaults.greedy if greedy is None else greedy,
     )
+    generator.check_prime(prime)
     stream = num_samples == 1 and not as_json
     if stream:
         sys.stdout.write(prime)

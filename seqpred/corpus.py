@@ -16,7 +16,9 @@ def normalise_newlines(text: str) -> str:
 def decode(data: bytes, source: str) -> str:
     """UTF-8 text of ``data``; a clear error naming ``source`` and the byte offset otherwise."""
     if b"\x00" in data[:65536]:
-        raise CorpusError(f"{source}: looks like a binary file (it holds NUL bytes), not text")
+        raise CorpusError(
+            f"{source}: looks like a binary file (it holds NUL bytes), not text; give a UTF-8 text file"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -57,11 +59,13 @@ def read_corpus(source: str | Path, *, lower: bool = False) -> str:
         if path.is_dir():
             files = text_files(path)
             if not files:
-                raise CorpusError(f"{path}: folder holds no .txt files")
+                raise CorpusError(
+                    f"{path}: folder holds no .txt files; put the text in .txt files or give a file"
+                )
             parts = [normalise_newlines(decode(_read_bytes(f), str(f))) for f in files]
             text = "".join(p if p.endswith("\n") else p + "\n" for p in parts if p)
         else:
             text = normalise_newlines(decode(_read_bytes(path), name))
     if not text.strip():
-        raise CorpusError(f"{name}: the corpus is empty")
+        raise CorpusError(f"{name}: the corpus is empty; give a text to learn from")
     return text.lower() if lower else text

@@ -16,9 +16,11 @@ from .errors import UsageError
 from .runs import Run, load_run
 from .sampling import SamplingSettings, sample
 from .train import build_model
-from .vocab import UnknownPolicy, detokenize
+from .vocab import UnknownPolicy, detokenize, tokenize
 
 MAX_LENGTH = 10_000_000
+#: The longest prime: it is run through the model in one pass, so its memory grows with its length.
+MAX_PRIME_TOKENS = 1_000_000
 
 
 @dataclass
@@ -62,6 +64,17 @@ class Generator:
             temperature=float(config.get("temperature", 1.0)), greedy=bool(config.get("greedy", False))
         )
 
+    def check_prime(self, prime: str) -> None:
+        """Refuse a prime longer than :data:`MAX_PRIME_TOKENS`, before any work is spent on it."""
+        if len(prime) <= MAX_PRIME_TOKENS:  # a token is at least one character
+            return
+        count = len(prime) if self.vocab.level == "char" else len(tokenize(prime, self.vocab.level))
+        if count > MAX_PRIME_TOKENS:
+            raise UsageError(
+                f"the prime is {count:,} {self.vocab.level} tokens long, over the limit of "
+                f"{MAX_PRIME_TOKENS:,}; give a shorter prime, e.g. its last part"
+            )
+
     def start_tokens(self, prime: str, unknown: UnknownPolicy) -> np.ndarray:
         ids = self.vocab.encode(prime, unknown) if prime else np.zeros(0, dtype=np.int32)
         if len(ids) == 0:
@@ -92,6 +105,7 @@ class Generator:
             raise UsageError(f"num-samples must be at least 1, got {num_samples}")
         if any(s == "" for s in stop):
             raise UsageError("a stop string must not be empty")
+        self.check_prime(prime)
         settings = settings or self.default_settings()
         rng = np.random.default_rng(seed)
         ids = self.start_tokens(prime, unknown)

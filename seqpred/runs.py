@@ -13,13 +13,16 @@ file                     content
 ``history.jsonl``        one JSON object per logged event (train, validation)
 =======================  ==========================================================
 
-Every file is written to a temporary name and renamed into place, and ``run.json`` is written
-last: a run folder is either the previous checkpoint or the new one, never a broken mix.
+Every file is written to a hidden temporary file (``.NAME.*.tmp``), synced and renamed into place. A
+checkpoint writes all its files first and renames them only once every write has succeeded,
+``run.json`` last as the commit point: a failed write (a full disk) leaves the previous checkpoint
+untouched.
 Nothing is ever unpickled: weights are safetensors, everything else JSON.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -31,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .errors import RunError, SeqpredError, VocabError
+from .errors import RunError, SeqpredError, UsageError, VocabError
 from .spec import ModelSpec
 from .vocab import Vocab
 from .weights import Weights, check_weights
@@ -50,12 +53,20 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 HISTORY_FILE = "history.jsonl"
 CHECKPOINTS = {"latest": LATEST_FILE, "best": BEST_FILE}
 
+_DAMAGED = "restore the file from a copy or train again"
+
+
+def _one_line(text: object) -> str:
+    """``text`` with line breaks escaped: names and values read from a file may hold them."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+def _write_temporary(path: Path, data: bytes) -> Path:
+    """``data`` in a new, synced, hidden temporary file next to ``path``; removed again on failure."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the user's usual permissions
@@ -63,23 +74,94 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    tmp = _write_temporary(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def tensor_bytes(tensors: Mapping[str, np.ndarray], metadata: dict[str, str] | None = None) -> bytes:
+    from safetensors.numpy import save
+
+    arrays = {name: np.asarray(value, order="C") for name, value in tensors.items()}  # keeps 0-d shapes
+    return save(arrays, metadata=metadata)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    atomic_write_bytes(path, json_bytes(data))
 
 
 def save_tensors(
     path: Path, tensors: Mapping[str, np.ndarray], metadata: dict[str, str] | None = None
 ) -> None:
-    from safetensors.numpy import save
+    atomic_write_bytes(path, tensor_bytes(tensors, metadata))
 
-    arrays = {name: np.asarray(value, order="C") for name, value in tensors.items()}  # keeps 0-d shapes
-    atomic_write_bytes(path, save(arrays, metadata=metadata))
+
+class Commit:
+    """Files that replace their targets together: each is written to a temporary file at once, and
+    all are renamed into place, in the order given, when the ``with`` block ends without an error.
+
+    An error in the block (a full disk, say) removes the temporary files and leaves every target as
+    it was, so a checkpoint that cannot be written completely is not written at all.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []
+
+    def write_bytes(self, path: Path, data: bytes) -> None:
+        self._pending.append((_write_temporary(path, data), path))
+
+    def write_json(self, path: Path, data: Any) -> None:
+        self.write_bytes(path, json_bytes(data))
+
+    def write_tensors(
+        self, path: Path, tensors: Mapping[str, np.ndarray], metadata: dict[str, str] | None = None
+    ) -> None:
+        self.write_bytes(path, tensor_bytes(tensors, metadata))
+
+    def __enter__(self) -> Commit:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            while exc_type is None and self._pending:
+                tmp, path = self._pending[0]
+                os.replace(tmp, path)
+                self._pending.pop(0)
+        finally:
+            for tmp, _ in self._pending:
+                tmp.unlink(missing_ok=True)
+            self._pending.clear()
+
+
+_PICKLE_PROTOCOLS = {bytes([0x80, n]) for n in range(2, 6)}
+
+
+def _foreign_format(data: bytes) -> str | None:
+    """What a file that is not safetensors looks like, when it is recognisable."""
+    if data[:2] in _PICKLE_PROTOCOLS:
+        return "a Python pickle"
+    if data[:4] == b"PK\x03\x04":
+        return "a zip archive (a torch.save checkpoint?)"
+    if data[:8] == b"\x89HDF\r\n\x1a\n":
+        return "an HDF5 file (a Keras .h5 checkpoint?)"
+    if data[:6] == b"\x93NUMPY":
+        return "a NumPy .npy file"
+    return None
 
 
 def load_tensors(path: Path) -> dict[str, np.ndarray]:
@@ -89,18 +171,31 @@ def load_tensors(path: Path) -> dict[str, np.ndarray]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise RunError(f"{path}: missing") from None
+        raise RunError(f"{path}: missing; {_DAMAGED}") from None
     except OSError as exc:
         raise RunError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if len(data) < 8:
-        raise RunError(f"{path}: not a safetensors file (only {len(data)} bytes)")
     header_size = int.from_bytes(data[:8], "little")
-    if header_size > len(data) - 8:
-        raise RunError(f"{path}: not a safetensors file, or truncated (header says {header_size:,} bytes)")
-    try:
-        return load(data)
-    except Exception as exc:  # safetensors raises its own error types
-        raise RunError(f"{path}: not a valid safetensors file ({str(exc).splitlines()[0]})") from None
+    if len(data) < 8:
+        problem = f"not a safetensors file (only {len(data)} bytes)"
+    elif header_size > len(data) - 8:
+        problem = (
+            f"not a safetensors file, or truncated (header says {header_size:,} bytes, "
+            f"the file holds {len(data):,})"
+        )
+    else:
+        try:
+            return load(data)
+        except BaseException as exc:  # safetensors raises its own error types, and a Rust panic
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            problem = f"not a valid safetensors file ({_one_line(str(exc).strip())})"
+    foreign = _foreign_format(data)
+    if foreign is not None:
+        raise RunError(
+            f"{path}: looks like {foreign}, not safetensors; seqpred reads weights only from "
+            f"safetensors and never unpickles: convert them, e.g. with safetensors.numpy.save_file"
+        )
+    raise RunError(f"{path}: {problem}; {_DAMAGED}")
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -108,8 +203,11 @@ def read_json(path: Path, what: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"{path.parent}: not a seqpred run ({path.name} is missing)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path}: {what} is not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise RunError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = str(exc).splitlines()[0] if str(exc) else "nested too deeply"
+        raise RunError(f"{path}: {what} is not valid JSON ({reason}); {_DAMAGED}") from None
 
 
 @dataclass
@@ -128,55 +226,118 @@ class Run:
         return str(self.meta.get("backend", ""))
 
 
+def _release(text: str) -> tuple[int, ...]:
+    """The leading numbers of a version string: ``"1.2.0rc1"`` → ``(1, 2, 0)``."""
+    numbers: list[int] = []
+    for part in text.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits or len(digits) > 9:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers)
+
+
 def check_format(meta: Any, path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != "seqpred-run":
         raise RunError(f"{path}: not a seqpred run ({RUN_FILE} does not describe one)")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise RunError(f"{path}: {RUN_FILE} has no valid format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RunError(f"{path}: {RUN_FILE} has no valid format_version; restore the file from a copy")
     if version > FORMAT_VERSION:
-        needed = meta.get("seqpred_version", "a newer release")
+        writer = meta.get("seqpred_version")
+        newer = isinstance(writer, str) and _release(writer) > _release(__version__)
+        needed = f"seqpred {writer} or later" if newer else "a newer seqpred"
         raise RunError(
             f"{path}: run format version {version} is newer than this seqpred ({__version__}) reads "
-            f"(up to {FORMAT_VERSION}); upgrade to seqpred {needed} or later"
+            f"(up to {FORMAT_VERSION}); upgrade to {needed}, e.g. pip install -U seqpred"
         )
+    for key, kind in (("backend", str), ("step", int), ("schedule", dict)):
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise RunError(
+                f"{path / RUN_FILE}: {key} must be a JSON {kind.__name__}, not {type(value).__name__}; "
+                f"{_DAMAGED}"
+            )
+    if isinstance(meta.get("step"), int) and meta["step"] < 0:
+        raise RunError(f"{path / RUN_FILE}: step must not be negative, got {meta['step']}; {_DAMAGED}")
     return meta
+
+
+#: More stacked layers than any real model; refused before the spec is checked, which costs a loop
+#: over the layers.
+MAX_LAYERS = 100_000
 
 
 def load_run(path: str | Path, checkpoint: str = "best") -> Run:
     """Load and check a run folder; ``checkpoint`` is ``best`` (falls back to latest) or ``latest``."""
     path = Path(path)
+    if checkpoint not in CHECKPOINTS:
+        raise UsageError(f"unknown checkpoint {checkpoint!r}; choose best or latest")
     if not path.exists():
         raise RunError(f"{path}: no such run folder")
     if not path.is_dir():
         raise RunError(f"{path}: not a folder; give the run folder that train --out wrote")
     meta = check_format(read_json(path / RUN_FILE, "run metadata"), path)
     spec_data = read_json(path / MODEL_FILE, "model spec")
+    if not isinstance(spec_data, dict):
+        raise RunError(f"{path / MODEL_FILE}: the model spec must be a JSON object; {_DAMAGED}")
+    layers = spec_data.get("layers")
+    if isinstance(layers, int) and layers > MAX_LAYERS:
+        raise RunError(f"{path / MODEL_FILE}: invalid model spec ({layers:,} layers); {_DAMAGED}")
     try:
-        spec = ModelSpec.from_dict(spec_data) if isinstance(spec_data, dict) else None
+        spec = ModelSpec.from_dict(spec_data)
     except (SeqpredError, TypeError) as exc:
-        raise RunError(f"{path / MODEL_FILE}: invalid model spec ({exc})") from None
-    if spec is None:
-        raise RunError(f"{path / MODEL_FILE}: the model spec must be a JSON object")
+        raise RunError(f"{path / MODEL_FILE}: invalid model spec ({_one_line(exc)}); {_DAMAGED}") from None
     try:
         vocab = Vocab.from_json((path / VOCAB_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"{path}: not a seqpred run ({VOCAB_FILE} is missing)") from None
+    except OSError as exc:
+        raise RunError(f"{path / VOCAB_FILE}: cannot read ({exc.strerror or exc})") from None
     except (VocabError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path / VOCAB_FILE}: {exc}") from None
+        raise RunError(
+            f"{path / VOCAB_FILE}: {_one_line(exc)}; restore the vocabulary this run was trained with"
+        ) from None
     if len(vocab) != spec.vocab_size:
         raise RunError(
-            f"{path / VOCAB_FILE}: holds {len(vocab)} tokens but the model was built for {spec.vocab_size}"
+            f"{path / VOCAB_FILE}: holds {len(vocab)} tokens but the model was built for {spec.vocab_size}; "
+            f"restore the vocabulary this run was trained with"
         )
-    if checkpoint not in CHECKPOINTS:
-        raise RunError(f"unknown checkpoint {checkpoint!r}; choose best or latest")
     weights_path = path / CHECKPOINTS[checkpoint]
     if checkpoint == "best" and not weights_path.exists():
         weights_path = path / LATEST_FILE
-    weights = check_weights(spec, load_tensors(weights_path), str(weights_path))
+    tensors = load_tensors(weights_path)
+    try:
+        weights = check_weights(spec, tensors, str(weights_path))
+    except RunError as exc:
+        raise RunError(f"{_one_line(exc)}; {_DAMAGED}") from None
     config_path = path / TRAIN_FILE
     config = read_json(config_path, "training configuration") if config_path.exists() else {}
+    if not isinstance(config, dict):
+        raise RunError(f"{config_path}: the training configuration must be a JSON object; {_DAMAGED}")
     return Run(path=path, spec=spec, vocab=vocab, weights=weights, meta=meta, config=config)
+
+
+def history_until(path: Path, step: int) -> bytes:
+    """The lines of ``history.jsonl`` up to ``step``: records of later steps, which will be trained
+    again, and a last line cut short by a killed process are dropped."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return b""
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            isinstance(record, dict)
+            and isinstance(record.get("step", 0), int)
+            and record.get("step", 0) <= step
+        ):
+            kept.append(line + "\n")
+    return "".join(kept).encode("utf-8")
 
 
 def new_meta(backend: str) -> dict[str, Any]:

@@ -409,11 +409,11 @@ class Trainer:
     def _checkpoint(self, model, meta, step, tokens, seconds, schedule, improved) -> None:
         """Save weights, optimizer state and progress; ``run.json`` last, as the commit point."""
         try:
-            weights = model.get_weights()
+            weights = runs.tensor_bytes(model.get_weights(), {"step": str(step)})
             with runs.Commit() as commit:  # every file written before any replaces its old version
-                commit.write_tensors(self.out / runs.LATEST_FILE, weights, {"step": str(step)})
+                commit.write_bytes(self.out / runs.LATEST_FILE, weights)
                 if improved:
-                    commit.write_tensors(self.out / runs.BEST_FILE, weights, {"step": str(step)})
+                    commit.write_bytes(self.out / runs.BEST_FILE, weights)
                 with contextlib.suppress(NotImplementedError):  # optional: a backend may not resume
                     commit.write_tensors(self.out / runs.OPTIMIZER_FILE, model.get_optimizer_state())
                 state = dict(step=step, tokens=tokens, seconds=seconds, schedule=schedule.state())
@@ -422,7 +422,8 @@ class Trainer:
         except OSError as exc:
             raise RunError(
                 f"{self.out}: could not save the checkpoint of step {step} ({exc.strerror or exc}); "
-                f"the previous checkpoint (step {meta.get('step', 0)}) is intact"
+                f"the previous checkpoint (step {meta.get('step', 0)}) is intact; free some space and "
+                f"continue with: seqpred train --resume {self.out}"
             ) from None
 
 

@@ -66,10 +66,10 @@ def check_weights(spec: ModelSpec, weights: Mapping[str, np.ndarray], source: st
     expected = canonical_shapes(spec)
     missing = [n for n in expected if n not in weights]
     if missing:
-        raise RunError(f"{source}: missing tensor(s) {', '.join(missing)}")
+        raise RunError(f"{source}: missing tensor(s) {_names(missing)}")
     extra = sorted(n for n in weights if n not in expected)
     if extra:
-        raise RunError(f"{source}: unexpected tensor(s) {', '.join(extra)}")
+        raise RunError(f"{source}: unexpected tensor(s) {_names(extra)}")
     out: Weights = {}
     for name, shape in expected.items():
         array = np.asarray(weights[name])
@@ -83,6 +83,11 @@ def check_weights(spec: ModelSpec, weights: Mapping[str, np.ndarray], source: st
             raise RunError(f"{source}: tensor {name} holds NaN or infinite values")
         out[name] = np.ascontiguousarray(array, dtype=DTYPE)
     return out
+
+
+def _names(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
