@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-os.environ["KERAS_BACKEND"] = "tensorflow"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-
-from seqpred.spec import ModelSpec  # noqa: E402
+from seqpred.spec import ModelSpec
+from seqpred_keras.framework import keras  # pinned to TensorFlow, start-up notices silenced
 
 
 def _lstm_weights(weights, k):

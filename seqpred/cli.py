@@ -19,7 +19,68 @@ from ._version import __version__
 from .corpus_cli import corpus_app
 from .errors import SeqpredError, UsageError
 
+# Typer vendors its own Click; its exceptions module is where typer.BadParameter lives.
+_click_errors = sys.modules[typer.BadParameter.__module__]
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Report the command line's own usage errors (an unknown option, a value that is not a number)
+    as one line and exit 2, like seqpred's; Ctrl-C while parsing is exit 130."""
+
+    _plugin_commands_added = False
+
+    def _add_plugin_commands(self) -> None:
+        """Subcommands from plugins (the ``seqpred_register_commands`` hook), added on first use."""
+        if self._plugin_commands_added:
+            return
+        self._plugin_commands_added = True
+        from .registry import get_registry
+
+        try:
+            registry = get_registry()
+        except SeqpredError:
+            return  # the command that runs next reports it, as one line
+        for info, plugin_app in registry.plugin_commands():
+            for name, command in typer.main.get_group(plugin_app).commands.items():
+                if name in self.commands:
+                    registry.warnings.append(
+                        f"plugin {info.distribution}: command {name!r} exists; not replaced"
+                    )
+                    continue
+                self.add_command(command, name)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        self._add_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = code if isinstance(code, int) else EXIT_OK
+        except _click_errors.NoArgsIsHelpError as exc:
+            typer.echo(exc.format_message())
+            code = EXIT_USAGE
+        except _click_errors.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "seqpred"
+            typer.echo(f"error: {exc.format_message()} (see {where} --help)", err=True)
+            code = EXIT_USAGE
+        except _click_errors.ClickException as exc:
+            typer.echo(f"error: {exc.format_message()}", err=True)
+            code = exc.exit_code
+        except typer.Abort:
+            typer.echo("error: interrupted", err=True)
+            code = EXIT_INTERRUPTED
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="seqpred",
     help="Train sequence-prediction models on text and generate from them, on any installed backend.",
     no_args_is_help=True,
@@ -396,8 +457,7 @@ def generate(
     )
     generator.check_prime(prime)
     stream = num_samples == 1 and not as_json
-    if stream:
-        sys.stdout.write(prime)
+    echo = _PrimeThenText(prime) if stream else None
     result = generator.generate(
         prime,
         length,
@@ -406,7 +466,7 @@ def generate(
         num_samples=num_samples,
         stop=stop or (),
         unknown=unknown,  # type: ignore[arg-type]
-        on_text=(lambda text: (sys.stdout.write(text), sys.stdout.flush())) if stream else None,
+        on_text=echo,
     )
     if as_json:
         typer.echo(
@@ -430,8 +490,8 @@ def generate(
                 ensure_ascii=False,
             )
         )
-    elif stream:
-        sys.stdout.write("\n")
+    elif echo is not None:
+        echo.finish()
     else:
         for i, text in enumerate(result.samples, 1):
             typer.echo(f"===== sample {i} of {num_samples} =====")
@@ -439,6 +499,23 @@ def generate(
 
 
 app.add_typer(corpus_app, name="corpus")
+
+
+class _PrimeThenText:
+    """Stream a sample to stdout: the prime goes out with the first generated text, so that a prime
+    the model cannot read is reported alone, not after an echo of itself."""
+
+    def __init__(self, prime: str):
+        self.pending = prime
+
+    def __call__(self, text: str) -> None:
+        sys.stdout.write(self.pending + text)
+        sys.stdout.flush()
+        self.pending = ""
+
+    def finish(self) -> None:
+        sys.stdout.write(self.pending + "\n")
+        sys.stdout.flush()
 
 
 def main() -> None:

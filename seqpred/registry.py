@@ -110,18 +110,20 @@ class Registry:
             return
         try:
             module = ep.load()
+            # pluggy checks each hook implementation against its spec here, and check_pending
+            # catches implementations of hooks that do not exist (a misspelt name).
             self.pm.register(module, name=f"{info.distribution}:{ep.name}")
             info.module = module
+            self.pm.check_pending()
         except Exception as exc:  # a broken plugin must not break the tool
+            if info.module is not None:
+                self.pm.unregister(info.module)
+                info.module = None
             self._fail(info, _describe(exc))
             return
         added: list[Backend] = []
         try:
-            caller = self.pm.subset_hook_caller(
-                "seqpred_register_backends",
-                remove_plugins=[p for p in self.pm.get_plugins() if p is not module],
-            )
-            caller(register=added.append)
+            self._only("seqpred_register_backends", module)(register=added.append)
             self._check_backends(info, added)
         except Exception as exc:
             self.pm.unregister(module)
@@ -151,14 +153,51 @@ class Registry:
         """The backend called ``name``, or a :class:`BackendError` that lists the available ones."""
         entry = self.backends.get(name)
         if entry is not None:
+            self._report_failures()
             return entry.backend
         for info in self.plugins:
             if info.status == "failed" and (
                 name == info.entry_point or name in _normalise(info.distribution)
             ):
-                raise BackendError(f"backend {name!r} failed to load ({info.distribution}): {info.error}")
+                raise BackendError(
+                    f"backend {name!r} failed to load ({info.distribution}): {info.error}; reinstall or fix "
+                    f"{info.distribution}, or choose another backend (see seqpred backends)"
+                )
         available = ", ".join(sorted(self.backends)) or "none (install a backend, e.g. plugins/seqpred-torch)"
         raise BackendError(f"unknown backend {name!r}; available: {available}")
+
+    def _only(self, hook: str, module: Any):
+        """A caller of ``hook`` that reaches ``module``'s implementation alone, so that what it adds is
+        attributed to its distribution and its failure to it alone."""
+        return self.pm.subset_hook_caller(
+            hook, remove_plugins=[p for p in self.pm.get_plugins() if p is not module]
+        )
+
+    def plugin_commands(self) -> list[tuple[PluginInfo, Any]]:
+        """(plugin, typer.Typer) for every loaded plugin that adds subcommands to the CLI."""
+        import typer
+
+        found = []
+        for info in self.plugins:
+            if info.status != "ok" or info.module is None:
+                continue
+            app = typer.Typer()
+            try:
+                self._only("seqpred_register_commands", info.module)(app=app)
+            except Exception as exc:
+                self.warnings.append(
+                    f"plugin {info.distribution} failed to add its commands: {_describe(exc)}"
+                )
+                continue
+            if app.registered_commands or app.registered_groups:
+                found.append((info, app))
+        return found
+
+    def _report_failures(self) -> None:
+        """Warn once, on stderr, about plugins that failed to load, when another backend is used."""
+        for warning in self.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        self.warnings = []
 
     def distribution_of(self, name: str) -> PluginInfo:
         return self.backends[name].plugin
@@ -172,8 +211,6 @@ def get_registry() -> Registry:
     global _registry
     if _registry is None:
         _registry = Registry()
-        for warning in _registry.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
     return _registry
 
 

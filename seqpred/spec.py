@@ -72,15 +72,14 @@ class ModelSpec:
     def parameter_count(self) -> int:
         """Number of canonical parameters (one bias per LSTM layer)."""
         v, h = self.vocab_size, self.hidden
-        total = v * self.embedding
-        for k in range(self.layers):
-            total += self.layer_input_size(k) * 4 * h + h * 4 * h + 4 * h
-        return total + h * v + v
+        recurrent_and_bias = self.layers * (h * 4 * h + 4 * h)
+        kernels = (self.input_size + (self.layers - 1) * h) * 4 * h  # closed form: any --layers is instant
+        return v * self.embedding + kernels + recurrent_and_bias + h * v + v
 
     def flops_per_token(self) -> int:
         """Multiply-adds times two for one forward step of one stream."""
         h = self.hidden
-        macs = sum((self.layer_input_size(k) + h) * 4 * h for k in range(self.layers)) + h * self.vocab_size
+        macs = (self.input_size + (2 * self.layers - 1) * h) * 4 * h + h * self.vocab_size
         return 2 * macs
 
     def to_dict(self) -> dict[str, Any]:

@@ -91,8 +91,13 @@ def build_model(backend_name: str, spec: ModelSpec, device: str, seed: int) -> M
         raise BackendError(f"backend {backend_name!r} does not support the {spec.objective!r} objective")
     try:
         model = backend.create_model(spec, device=device, seed=seed)
-    except (ImportError, RuntimeError, ValueError) as exc:
+    except (ImportError, RuntimeError, ValueError) as exc:  # the contract's way to report a user's problem
         raise BackendError(f"backend {backend_name!r} could not build the model: {exc}") from None
+    except Exception as exc:  # anything else is the plugin's bug; still one line, naming who to ask
+        dist = registry.distribution_of(backend_name).distribution
+        raise BackendError(
+            f"backend {backend_name!r} ({dist}) failed to build the model: {type(exc).__name__}: {exc}"
+        ) from None
     missing = missing_methods(model, MODEL_METHODS)
     if missing:
         dist = registry.distribution_of(backend_name).distribution
@@ -221,6 +226,11 @@ class Trainer:
                 f"{out}: cannot write there ({exc.strerror or exc}); choose another --out"
             ) from None
 
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files of a write that a kill cut short; the lock says no one else is writing."""
+        for path in self.out.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+
     def _clear_previous_run(self) -> None:
         for name in (runs.RUN_FILE, runs.LATEST_FILE, runs.BEST_FILE, runs.OPTIMIZER_FILE, runs.HISTORY_FILE):
             (self.out / name).unlink(missing_ok=True)
@@ -256,9 +266,11 @@ class Trainer:
             config.plateau_patience,
         )
 
+        get_registry().get(config.backend)  # an unknown backend is refused before any folder is made
         if not self.resume:
             self._prepare_folder()
         with _locked(self.out):
+            self._remove_stale_temporaries()
             model = build_model(config.backend, spec, config.device, config.seed)
             model.configure_training(OptimizerSettings(clip=config.clip))
             if self.resume:

@@ -109,10 +109,14 @@ def test_backend_that_failed_to_load(cli, corpus, tmp_path, broken_plugin):
         "backend 'broken' failed to load",
         "No module named 'no_such_module_xyz'",
     )
+    assert not (tmp_path / "b").exists()  # refused before any folder is made
     result = cli(
         "train", corpus, "--backend", "torch", "--out", tmp_path / "t", "--max-steps", "2", "--quiet", *TINY
     )
     assert result.exit_code == 0, result.output
+    # every other backend works; the broken plugin is one warning line naming it
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "no_such_module_xyz" in warnings[0] and "failed to load" in warnings[0]
     listing = cli("backends")
     assert listing.exit_code == 0
     line = next(line for line in listing.stdout.splitlines() if line.startswith("broken "))

@@ -210,3 +210,15 @@ def test_absurd_size_is_refused_before_allocation(cli, corpus, tmp_path):
     message = one_line_error(cli("train", corpus, "--out", tmp_path / "r", "--hidden", "10000000"), 2, "GiB")
     assert "parameters" in message
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["train", "x", "--hiden", "3"], "No such option: --hiden"),
+        (["train", "x", "--hidden", "many"], "'--hidden'"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_command_line_parse_errors_are_one_line(cli, args, fragment):
+    one_line_error(cli(*args), 2, fragment, "--help")
