@@ -24,8 +24,9 @@ _click_errors = sys.modules[typer.BadParameter.__module__]
 
 
 class _OneLineErrors(typer.core.TyperGroup):
-    """Report the command line's own usage errors (an unknown option, a value that is not a number)
-    as one line and exit 2, like seqpred's; Ctrl-C while parsing is exit 130."""
+    """The root command group: adds the commands of plugins, and reports the command line's own
+    usage errors (an unknown option, a value that is not a number) as one line with exit 2, like
+    seqpred's own; Ctrl-C while parsing is exit 130."""
 
     _plugin_commands_added = False
 
@@ -150,7 +151,11 @@ def _root(
 def backends(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
-    """List every backend plugin: name, distribution, version, support and status."""
+    """List the backends and their status.
+
+    One row per backend plugin: name, distribution and version, devices and objectives it supports,
+    and whether it loaded (ok, failed with the reason, or disabled by SEQPRED_LOAD_PLUGINS).
+    """
     from .registry import get_registry
 
     registry = get_registry()
@@ -274,7 +279,11 @@ def train(
         str, typer.Option(help="Progress as a rich bar, or json lines on stdout.")
     ] = "rich",
 ) -> None:
-    """Train a model on CORPUS and write a run folder (or continue one with --resume)."""
+    """Train a model on CORPUS, or continue a run with --resume.
+
+    Writes a run folder (--out) with the model spec, vocabulary, training configuration, latest and
+    best checkpoints and the history. Flags override --config, which overrides --preset.
+    """
     from .config import load_toml, resolve
     from .progress import make_reporter
     from .train import Trainer
@@ -364,7 +373,10 @@ def evaluate(
     unknown: Annotated[str, typer.Option(help="Symbols outside the vocabulary: error or skip.")] = "error",
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
 ) -> None:
-    """Score a text with a trained run: loss in nats, bits per token and perplexity."""
+    """Score a text with a trained run.
+
+    Prints the loss in nats, bits per token and perplexity, on any backend.
+    """
     from .evaluation import evaluate_text
 
     if unknown not in ("error", "skip"):
@@ -394,7 +406,10 @@ def plot(
         Path | None, typer.Option("--output", "-o", help="PNG to write; default RUN/curves.png.")
     ] = None,
 ) -> None:
-    """Draw the training and validation loss curves of a run as a PNG (needs matplotlib)."""
+    """Plot a run's loss curves as a PNG.
+
+    Training loss per step (raw and smoothed) and validation loss; needs matplotlib (seqpred[plot]).
+    """
     from .plotting import plot_history
 
     path = plot_history(run, output)

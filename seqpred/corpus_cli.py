@@ -14,7 +14,7 @@ import typer
 
 corpus_app = typer.Typer(
     name="corpus",
-    help="Named corpora: list the catalogue and download a corpus into the cache folder.",
+    help="List and download named corpora.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
