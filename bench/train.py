@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -107,14 +108,27 @@ def quality(budget: int) -> None:
                 label,
                 f"{result.steps * per_step:,}",
                 f"{result.steps:,}",
+                f"{result.best_val:.3f}",
+                f"{result.best_val / math.log(2):.3f}",
                 f"{result.val['loss']:.3f}",
-                f"{result.val['bits_per_token']:.3f}",
                 f"{result.seconds:.0f} s",
             ]
         )
         print(f"  {rows[-1]}", flush=True)
     print()
-    print(table(["preset", "predicted characters", "steps", "val loss (nats)", "bits/char", "time"], rows))
+    header = [
+        "preset",
+        "predicted characters",
+        "steps",
+        "best val loss",
+        "bits/char",
+        "last val loss",
+        "time",
+    ]
+    print(table(header, rows))
+    print(
+        "\n(validation loss in nats per character, checked at every epoch end; the best is what a run keeps)"
+    )
 
 
 def main() -> None:
