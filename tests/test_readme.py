@@ -1,0 +1,35 @@
+"""The README stays true to the code: its options exist, its set-up commands exist and CI runs one."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+COMMANDS = ["train", "generate", "evaluate", "plot", "backends", "corpus list", "corpus download"]
+
+
+def test_every_option_the_readme_names_exists(cli):
+    known = set()
+    for command in COMMANDS:
+        result = cli(*command.split(), "--help")
+        assert result.exit_code == 0
+        known |= set(re.findall(r"--[a-z][a-z-]+", result.stdout))
+    known |= set(re.findall(r"--[a-z][a-z-]+", cli("--help").stdout))
+    named = set(re.findall(r"`[^`]*?(--[a-z][a-z-]+)", README))
+    named |= {
+        m
+        for block in re.findall(r"```console\n(.*?)```", README, re.S)
+        for m in re.findall(r" (--[a-z][a-z-]+)", block)
+    }
+    assert named, "the README names no options"
+    assert named <= known, sorted(named - known)
+
+
+def test_the_two_setup_commands_exist_and_ci_runs_the_test_one():
+    assert "scripts/demo" in README and "scripts/test" in README
+    for script in ("scripts/demo", "scripts/test", "scripts/bootstrap", ".ci/run"):
+        assert os.access(ROOT / script, os.X_OK), script
+    assert "scripts/test" in (ROOT / ".ci" / "run").read_text()
