@@ -30,6 +30,18 @@ def make_text(n_chars: int = 6000, seed: int = 0) -> str:
     return "\n".join(lines) + "\n"
 
 
+def one_line_error(result, code: int, *fragments: str) -> str:
+    """Assert the CLI failed with ``code`` and one ``error:`` line on stderr holding ``fragments``."""
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
 @pytest.fixture(autouse=True)
 def _fresh_registry(monkeypatch):
     """Each test discovers plugins anew, so environment changes in one never leak into another."""

@@ -34,8 +34,7 @@ from seqpred.registry import Registry
 from seqpred.runs import load_run
 from seqpred.vocab import Vocab
 from seqpred.weights import init_weights
-from tests.conftest import TINY, Cli, make_text
-from tests.test_cli import one_line_error
+from tests.conftest import TINY, Cli, make_text, one_line_error
 from tests.test_training import _start_training, _wait_for_steps
 
 

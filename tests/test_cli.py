@@ -10,18 +10,7 @@ from importlib import metadata
 import pytest
 
 from seqpred.registry import get_registry
-from tests.conftest import TINY
-
-
-def one_line_error(result, code: int, *fragments: str) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+from tests.conftest import TINY, one_line_error
 
 
 def test_torch_backend_is_found_through_its_entry_point():

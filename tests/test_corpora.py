@@ -23,20 +23,9 @@ import pytest
 from seqpred import corpora
 from seqpred.corpora import CATALOGUE, CorpusDownloadError, cache_dir, download, resolve_corpus
 from seqpred.errors import CorpusError, UsageError
-from tests.conftest import make_text
+from tests.conftest import make_text, one_line_error
 
 NAME = "tinyshakespeare"
-
-
-def one_line_error(result, code: int, *fragments: str) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def closed_port() -> int:

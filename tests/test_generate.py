@@ -9,8 +9,7 @@ import pytest
 
 from seqpred.generate import Generator
 from seqpred.sampling import SamplingSettings
-from tests.conftest import TINY, Cli, make_text
-from tests.test_cli import one_line_error
+from tests.conftest import TINY, Cli, make_text, one_line_error
 
 
 @pytest.fixture(scope="module")
