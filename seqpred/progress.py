@@ -20,6 +20,9 @@ class ConsoleReporter:
     def __init__(self, quiet: bool = False, console: Console | None = None):
         self.quiet = quiet
         self.console = console or Console(stderr=True)
+        if not self.console.is_terminal and console is None:
+            # A log file or a pipe has no width; rich's default of 80 columns would cut the counters.
+            self.console = Console(stderr=True, width=160)
         self.progress: Progress | None = None
         self.task = None
         self.val = "-"
