@@ -145,7 +145,6 @@ class _Streams:
         self.on_text = on_text
         self.chosen: list[np.ndarray] = []
         self.done = np.zeros(count, dtype=bool)
-        self.lengths = np.full(count, -1)  # tokens kept per stream once it stopped
         start = "\n" if last_prime_id is None else vocab.tokens[int(last_prime_id)]
         self.start = start
         self.previous = [start] * count
@@ -186,7 +185,6 @@ class _Streams:
                 if hit is not None:
                     self.live[s] = text[:hit]
                     self.done[s] = True
-                    self.lengths[s] = len(self.chosen)
         if self.on_text is not None:
             text = self.live[0]
             upto = len(text) - (0 if self.done[0] else self.hold)

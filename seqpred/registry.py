@@ -156,9 +156,7 @@ class Registry:
             self._report_failures()
             return entry.backend
         for info in self.plugins:
-            if info.status == "failed" and (
-                name == info.entry_point or name in _normalise(info.distribution)
-            ):
+            if info.status == "failed" and (name in (info.entry_point, _normalise(info.distribution))):
                 raise BackendError(
                     f"backend {name!r} failed to load ({info.distribution}): {info.error}; reinstall or fix "
                     f"{info.distribution}, or choose another backend (see seqpred backends)"

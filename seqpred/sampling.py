@@ -64,9 +64,7 @@ def sample(logits: np.ndarray, settings: SamplingSettings, rng: np.random.Genera
     cdf = np.cumsum(p, axis=-1)
     u = rng.random((p.shape[0], 1)) * cdf[:, -1:]
     picked = (cdf <= u).sum(axis=-1)
-    # Rounding can put u past the last non-zero entry; fall back to the most likely token there.
+    # The first entry whose cumulative mass exceeds u has non-zero probability; only u rounded up to
+    # the total mass finds none, and takes the most likely token.
     picked = np.where(picked < p.shape[1], picked, np.argmax(p, axis=-1))
-    zero = np.take_along_axis(p, picked[:, None], axis=-1)[:, 0] == 0
-    if zero.any():
-        picked = np.where(zero, np.argmax(p, axis=-1), picked)
     return picked.astype(np.int32)
