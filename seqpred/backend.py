@@ -12,7 +12,10 @@ the framework, and talks to the returned :class:`Model` in NumPy arrays only:
   [B] for ``last`` (the token after the window);
 * logits are float arrays [B, V] (one step) or [B, T, V] (a sequence);
 * weights are dictionaries in the canonical layout of :mod:`seqpred.weights`;
-* a recurrent ``state`` is opaque to the core: it only hands back what the model returned.
+* a recurrent ``state`` is the backend's own object: the core hands back what the model returned, and
+  converts it with :meth:`Model.state_to_numpy` and :meth:`Model.state_from_numpy` where it must
+  store, split or join states (checkpoints of stateful training, batches whose streams come and go).
+  The canonical layout is a float32 array [layers, 2, B, H]: for every layer, h then c.
 
 Losses are the mean cross-entropy in nats over all predicted tokens of the batch. Training uses
 Adam with the :class:`OptimizerSettings` given, the learning rate of each step passed in by the
@@ -42,6 +45,8 @@ MODEL_METHODS: tuple[str, ...] = (
     "forward",
     "get_optimizer_state",
     "set_optimizer_state",
+    "state_to_numpy",
+    "state_from_numpy",
 )
 
 #: Attributes and methods every registered backend object must have.
@@ -101,6 +106,25 @@ class Model(ABC):
             step_logits, state = self.step(tokens[:, t], state)
             logits.append(step_logits)
         return np.stack(logits, axis=1), state
+
+    def train_batch_carried(
+        self, inputs: np.ndarray, targets: np.ndarray, lr: float, state: np.ndarray
+    ) -> tuple[float, np.ndarray]:
+        """:meth:`train_batch` starting from ``state`` instead of zeros (stateful training).
+
+        ``state`` and the returned final state are canonical arrays [layers, 2, B, H]; gradients do
+        not flow into ``state`` (truncated back-propagation through time). Only the ``sequence``
+        objective trains this way. Optional: a backend without it cannot train with ``--state carry``.
+        """
+        raise NotImplementedError
+
+    @abstractmethod
+    def state_to_numpy(self, state: Any) -> np.ndarray:
+        """``state`` as a canonical float32 array [layers, 2, B, H] (h then c for every layer)."""
+
+    @abstractmethod
+    def state_from_numpy(self, array: np.ndarray) -> Any:
+        """The model's own state object for a canonical array [layers, 2, B, H]."""
 
     def get_optimizer_state(self) -> dict[str, np.ndarray]:
         """Adam's moments in the canonical layout: ``m/NAME``, ``v/NAME`` and ``step`` (shape [])."""

@@ -7,8 +7,9 @@ from typing import Any
 
 from .corpus import read_corpus
 from .metrics import summary
+from .models import build_model
 from .runs import load_run
-from .train import build_model, evaluate
+from .scoring import window_loss as evaluate
 
 
 def evaluate_text(

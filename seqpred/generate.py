@@ -13,9 +13,9 @@ import numpy as np
 
 from .backend import Model
 from .errors import UsageError
+from .models import build_model
 from .runs import Run, load_run
 from .sampling import SamplingSettings, sample
-from .train import build_model
 from .vocab import UnknownPolicy, detokenize, tokenize
 
 MAX_LENGTH = 10_000_000

@@ -24,14 +24,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from . import runs
-from .backend import MODEL_METHODS, Model, OptimizerSettings, missing_methods
+from .backend import Model, OptimizerSettings
 from .config import RESUMABLE, TrainConfig
 from .corpus import read_corpus
-from .data import TrainBatches, eval_batches, split_validation
-from .errors import BackendError, CorpusError, RunError, SeqpredError, UsageError
+from .data import TrainBatches, split_validation
+from .errors import CorpusError, RunError, SeqpredError, UsageError
 from .metrics import summary
+from .models import build_model
 from .registry import get_registry
 from .schedule import Schedule
+from .scoring import window_loss as evaluate
 from .spec import ModelSpec
 from .vocab import Vocab, build_char_vocab_and_ids
 from .weights import init_weights
@@ -81,42 +83,6 @@ def encode_corpus(text: str, level: str, vocab: Vocab | None = None) -> tuple[Vo
         return build_char_vocab_and_ids(text)
     vocab = Vocab.build(text, "word")
     return vocab, vocab.encode(text)
-
-
-def build_model(backend_name: str, spec: ModelSpec, device: str, seed: int) -> Model:
-    """Create a backend's model and check it honours the contract."""
-    registry = get_registry()
-    backend = registry.get(backend_name)
-    if spec.objective not in getattr(backend, "objectives", ("sequence", "last")):
-        raise BackendError(f"backend {backend_name!r} does not support the {spec.objective!r} objective")
-    try:
-        model = backend.create_model(spec, device=device, seed=seed)
-    except (ImportError, RuntimeError, ValueError) as exc:  # the contract's way to report a user's problem
-        raise BackendError(f"backend {backend_name!r} could not build the model: {exc}") from None
-    except Exception as exc:  # anything else is the plugin's bug; still one line, naming who to ask
-        dist = registry.distribution_of(backend_name).distribution
-        raise BackendError(
-            f"backend {backend_name!r} ({dist}) failed to build the model: {type(exc).__name__}: {exc}"
-        ) from None
-    missing = missing_methods(model, MODEL_METHODS)
-    if missing:
-        dist = registry.distribution_of(backend_name).distribution
-        raise BackendError(f"backend {backend_name!r} ({dist}) returned a model without {', '.join(missing)}")
-    return model
-
-
-def evaluate(model: Model, ids: np.ndarray, spec: ModelSpec, batch_size: int = 256) -> float:
-    """Mean loss in nats over every evaluation window of ``ids``."""
-    total = 0.0
-    count = 0
-    for batch in eval_batches(ids, spec.seq_len, spec.objective, batch_size):
-        total += model.evaluate_batch(batch.inputs, batch.targets) * batch.predicted_tokens
-        count += batch.predicted_tokens
-    if count == 0:
-        raise UsageError(
-            f"nothing to evaluate: the text is shorter than one window of {spec.seq_len + 1} tokens"
-        )
-    return total / count
 
 
 class _StopSignals:

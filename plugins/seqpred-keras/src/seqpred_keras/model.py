@@ -143,29 +143,51 @@ class KerasModel(Model):
         self.optimizer = Adam(self.variables, settings)
         lr = tf.TensorSpec([], tf.float64)
         self._train_fn = tf.function(self._train_graph, input_signature=[self._tokens, self._targets, lr])
+        self._carried_train_fn = None  # traced on the first stateful batch
 
-    def _loss(self, inputs, targets, training: bool):
-        logits, _ = self.net(inputs, training=training, last_only=self.spec.objective == "last")
-        return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True))
+    def _loss(self, inputs, targets, training: bool, states=None):
+        """The mean loss and the state of every layer after the last step."""
+        last = self.spec.objective == "last"
+        logits, states = self.net(inputs, states, training=training, last_only=last)
+        losses = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+        return tf.reduce_mean(losses), states
 
-    def _train_graph(self, inputs, targets, lr):
+    def _train_graph(self, inputs, targets, lr, states=None):
         self.net.seed_dropout(self.seed, self.optimizer.step)  # the step before this update
         names = list(self.variables)
         with tf.GradientTape() as tape:
-            loss = self._loss(inputs, targets, training=True)
+            loss, states = self._loss(inputs, targets, training=True, states=states)
         gradients = tape.gradient(loss, [self.variables[n] for n in names])
         # The embedding's gradient arrives as one slice per token occurrence; Adam must square their sum.
         self.optimizer.apply({n: tf.convert_to_tensor(g) for n, g in zip(names, gradients, strict=True)}, lr)
-        return loss
+        return loss, tf.stack([tf.stack([h, c]) for h, c in states])
 
     def _loss_graph(self, inputs, targets):
-        return self._loss(inputs, targets, training=False)
+        return self._loss(inputs, targets, training=False)[0]
 
     @on_device
     def train_batch(self, inputs, targets, lr):
         assert self._train_fn is not None, "configure_training first"
         self._table = None
-        return float(self._train_fn(_ids(inputs), _ids(targets), float(lr)))
+        return float(self._train_fn(_ids(inputs), _ids(targets), float(lr))[0])
+
+    @on_device
+    def train_batch_carried(self, inputs, targets, lr, state):
+        assert self._train_fn is not None, "configure_training first"
+        if self._carried_train_fn is None:
+            lr_spec = tf.TensorSpec([], tf.float64)
+            state_spec = tf.TensorSpec([self.spec.layers, 2, None, self.spec.hidden], tf.float32)
+
+            def carried(inputs, targets, lr, state):
+                states = tuple((state[k, 0], state[k, 1]) for k in range(self.spec.layers))
+                return self._train_graph(inputs, targets, lr, states)
+
+            signature = [self._tokens, self._targets, lr_spec, state_spec]
+            self._carried_train_fn = tf.function(carried, input_signature=signature)
+        self._table = None
+        state = np.asarray(state, dtype=np.float32)
+        loss, final = self._carried_train_fn(_ids(inputs), _ids(targets), float(lr), state)
+        return float(loss), np.asarray(final.numpy(), dtype=np.float32)
 
     @on_device
     def evaluate_batch(self, inputs, targets):
@@ -180,6 +202,15 @@ class KerasModel(Model):
     def set_optimizer_state(self, state):
         assert self.optimizer is not None, "configure_training first"
         self.optimizer.set_state(state)
+
+    # -- state, canonical layout ------------------------------------------------------------
+    def state_to_numpy(self, state):
+        return np.asarray([[np.asarray(h), np.asarray(c)] for h, c in state], dtype=np.float32)
+
+    @on_device
+    def state_from_numpy(self, array):
+        array = np.asarray(array, dtype=np.float32)
+        return tuple((tf.constant(layer[0]), tf.constant(layer[1])) for layer in array)
 
     # -- inference -------------------------------------------------------------------------
     @on_device

@@ -38,6 +38,8 @@ class LayerCache:
     tanh_cells: np.ndarray  # [B, T, H]   tanh(c_t)
     outputs: np.ndarray  # [B, T, H]   h_t, before dropout
     mask: np.ndarray | None  # [B, T, H]   dropout multiplier applied to h_t, None without dropout
+    h0: np.ndarray  # [B, H]      the state the sequence started from
+    c0: np.ndarray  # [B, H]
 
 
 def dropout_masks(spec: ModelSpec, rng: np.random.Generator, batch: int, steps: int, dtype) -> list | None:
@@ -62,9 +64,15 @@ def first_layer_input(spec: ModelSpec, weights: Mapping[str, np.ndarray], tokens
 
 
 def layer_forward(
-    x: np.ndarray, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray, mask: np.ndarray | None
+    x: np.ndarray,
+    kernel: np.ndarray,
+    recurrent: np.ndarray,
+    bias: np.ndarray,
+    mask: np.ndarray | None,
+    h0: np.ndarray | None = None,
+    c0: np.ndarray | None = None,
 ) -> LayerCache:
-    """Run one LSTM layer over the whole sequence x [B, T, in] from a zero state."""
+    """Run one LSTM layer over the whole sequence x [B, T, in] from (h0, c0), zeros by default."""
     batch, steps, _ = x.shape
     hidden = recurrent.shape[0]
     dtype = kernel.dtype
@@ -74,8 +82,9 @@ def layer_forward(
     cells = np.empty((batch, steps, hidden), dtype=dtype)
     tanh_cells = np.empty_like(cells)
     outputs = np.empty_like(cells)
-    h = np.zeros((batch, hidden), dtype=dtype)
-    c = np.zeros((batch, hidden), dtype=dtype)
+    h = np.zeros((batch, hidden), dtype=dtype) if h0 is None else np.asarray(h0, dtype=dtype)
+    c = np.zeros((batch, hidden), dtype=dtype) if c0 is None else np.asarray(c0, dtype=dtype)
+    h_start, c_start = h, c
     g_slice = slice(2 * hidden, 3 * hidden)
     for t in range(steps):
         z = z_inputs[:, t] + h @ recurrent
@@ -87,7 +96,7 @@ def layer_forward(
         tanh_cells[:, t] = np.tanh(c)
         h = o * tanh_cells[:, t]
         outputs[:, t] = h
-    return LayerCache(x, gates, cells, tanh_cells, outputs, mask)
+    return LayerCache(x, gates, cells, tanh_cells, outputs, mask, h_start, c_start)
 
 
 def layer_backward(
@@ -104,11 +113,10 @@ def layer_backward(
     d_z = np.empty((batch, steps, 4 * hidden), dtype=dtype)
     dh_next = np.zeros((batch, hidden), dtype=dtype)
     dc_next = np.zeros((batch, hidden), dtype=dtype)
-    zeros = np.zeros((batch, hidden), dtype=dtype)
     for t in reversed(range(steps)):
         i, f, g, o = np.split(cache.gates[:, t], 4, axis=1)
         tanh_c = cache.tanh_cells[:, t]
-        c_prev = cache.cells[:, t - 1] if t > 0 else zeros
+        c_prev = cache.cells[:, t - 1] if t > 0 else cache.c0
         dh = d_outputs[:, t] + dh_next
         # h = o * tanh(c): to o directly, to c through tanh' = 1 - tanh².
         dc = dh * o * (1 - tanh_c * tanh_c) + dc_next
@@ -121,7 +129,7 @@ def layer_backward(
         dh_next = d_z[:, t] @ recurrent.T
     # The weights are shared by all steps: their gradients sum over steps, one product each.
     flat_dz = d_z.reshape(-1, 4 * hidden)
-    h_prev = np.concatenate([zeros[:, None], cache.outputs[:, :-1]], axis=1)
+    h_prev = np.concatenate([cache.h0[:, None], cache.outputs[:, :-1]], axis=1)
     d_kernel = cache.inputs.reshape(batch * steps, -1).T @ flat_dz
     d_recurrent = h_prev.reshape(-1, hidden).T @ flat_dz
     d_bias = flat_dz.sum(axis=0)
@@ -130,11 +138,17 @@ def layer_backward(
 
 
 def forward(
-    spec: ModelSpec, weights: Mapping[str, np.ndarray], inputs: np.ndarray, masks: list | None
+    spec: ModelSpec,
+    weights: Mapping[str, np.ndarray],
+    inputs: np.ndarray,
+    masks: list | None,
+    state: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[LayerCache]]:
     """The training forward pass: (logits, top-layer output they were computed from, caches).
 
-    Logits are [B, T, V] for the ``sequence`` objective and [B, V] for ``last``.
+    Logits are [B, T, V] for the ``sequence`` objective and [B, V] for ``last``. ``state`` is the
+    canonical [layers, 2, B, H] state to start from (zeros when None); :func:`final_state` reads
+    the state after the last step from the caches.
     """
     x = first_layer_input(spec, weights, inputs)
     caches = []
@@ -146,11 +160,18 @@ def forward(
             weights[f"lstm.{k}.recurrent_kernel"],
             weights[f"lstm.{k}.bias"],
             mask,
+            None if state is None else state[k, 0],
+            None if state is None else state[k, 1],
         )
         caches.append(cache)
         x = cache.outputs if mask is None else cache.outputs * mask
     top = x[:, -1] if spec.objective == "last" else x
     return top @ weights["dense.kernel"] + weights["dense.bias"], top, caches
+
+
+def final_state(caches: list[LayerCache]) -> np.ndarray:
+    """The canonical state [layers, 2, B, H] after the last step of a :func:`forward` pass."""
+    return np.stack([np.stack([cache.outputs[:, -1], cache.cells[:, -1]]) for cache in caches])
 
 
 def mean_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
@@ -183,14 +204,16 @@ def loss_and_gradients(
     inputs: np.ndarray,
     targets: np.ndarray,
     masks: list | None = None,
-) -> tuple[float, Weights]:
-    """The batch's mean cross-entropy and its gradient for every canonical tensor.
+    state: np.ndarray | None = None,
+) -> tuple[float, Weights, np.ndarray]:
+    """The batch's mean cross-entropy, its gradient for every canonical tensor and the final state.
 
-    ``masks`` are the dropout multipliers of :func:`dropout_masks`, or None for no dropout.
+    ``masks`` are the dropout multipliers of :func:`dropout_masks`, or None for no dropout;
+    ``state`` is the canonical state to start from (zeros when None), which gets no gradient.
     """
     inputs = np.asarray(inputs, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.int64)
-    logits, top, caches = forward(spec, weights, inputs, masks)
+    logits, top, caches = forward(spec, weights, inputs, masks, state)
     value, d_logits = mean_cross_entropy(logits, targets)
 
     hidden = spec.hidden
@@ -219,4 +242,4 @@ def loss_and_gradients(
         d_embedding = np.zeros_like(weights["embedding"])
         np.add.at(d_embedding, inputs, d_x)
         grads["embedding"] = d_embedding
-    return value, grads
+    return value, grads, final_state(caches)

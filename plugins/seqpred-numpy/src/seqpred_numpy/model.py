@@ -47,16 +47,22 @@ class NumpyModel(Model):
         return self.optimizer
 
     def train_batch(self, inputs: np.ndarray, targets: np.ndarray, lr: float) -> float:
+        return self._train(inputs, targets, lr, None)[0]
+
+    def train_batch_carried(self, inputs, targets, lr, state):
+        return self._train(inputs, targets, lr, np.asarray(state, dtype=DTYPE))
+
+    def _train(self, inputs, targets, lr, state) -> tuple[float, np.ndarray]:
         optimizer = self._optimizer()
         # The masks depend on (seed, step) only, so a run resumed at step s draws the same masks.
         rng = np.random.default_rng([self.seed, optimizer.step])
         masks = bptt.dropout_masks(self.spec, rng, inputs.shape[0], inputs.shape[1], DTYPE)
-        loss, grads = bptt.loss_and_gradients(self.spec, self.weights, inputs, targets, masks)
+        loss, grads, final = bptt.loss_and_gradients(self.spec, self.weights, inputs, targets, masks, state)
         if self.clip:
             clip_by_global_norm(grads, self.clip)
         optimizer.update(self.weights, grads, lr)
         self._inference = None
-        return loss
+        return loss, final
 
     def evaluate_batch(self, inputs: np.ndarray, targets: np.ndarray) -> float:
         return bptt.loss(self.spec, self.weights, inputs, targets)
@@ -66,6 +72,14 @@ class NumpyModel(Model):
 
     def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
         self._optimizer().load_state(state)
+
+    # -- state, canonical layout ----------------------------------------------------------------
+    def state_to_numpy(self, state: State) -> np.ndarray:
+        return np.asarray([[h, c] for h, c in state], dtype=DTYPE)
+
+    def state_from_numpy(self, array: np.ndarray) -> State:
+        array = np.asarray(array, dtype=DTYPE)
+        return [(layer[0].copy(), layer[1].copy()) for layer in array]
 
     # -- inference -----------------------------------------------------------------------------
     def _reference(self) -> ReferenceModel:

@@ -91,19 +91,28 @@ class TorchModel(Model):
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(array, dtype=np.int64)).to(self.device)
 
-    def _loss(self, inputs: np.ndarray, targets: np.ndarray) -> torch.Tensor:
+    def _loss(self, inputs: np.ndarray, targets: np.ndarray, state=None):
+        """The mean loss and the state after the last step."""
         last = self.spec.objective == "last"
-        logits, _ = self.net(self._tensor(inputs), last_only=last)
-        return F.cross_entropy(logits.reshape(-1, self.spec.vocab_size), self._tensor(targets).reshape(-1))
+        logits, state = self.net(self._tensor(inputs), state, last_only=last)
+        loss = F.cross_entropy(logits.reshape(-1, self.spec.vocab_size), self._tensor(targets).reshape(-1))
+        return loss, state
 
     def train_batch(self, inputs, targets, lr):
+        return self._train(inputs, targets, lr, None)[0]
+
+    def train_batch_carried(self, inputs, targets, lr, state):
+        loss, (h, c) = self._train(inputs, targets, lr, self.state_from_numpy(state))
+        return loss, self.state_to_numpy((h.detach(), c.detach()))
+
+    def _train(self, inputs, targets, lr, state):
         assert self.optimizer is not None, "configure_training first"
         self._step_weights = None
         step = int(self._adam_step())
         # Dropout masks depend on (seed, step) only, so a resumed run draws the same masks.
         torch.manual_seed(self.seed * 1_000_003 + step)
         self.net.train()
-        loss = self._loss(inputs, targets)
+        loss, state = self._loss(inputs, targets, state)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.clip:
@@ -111,12 +120,12 @@ class TorchModel(Model):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
-        return float(loss.detach())
+        return float(loss.detach()), state
 
     @torch.inference_mode()
     def evaluate_batch(self, inputs, targets):
         self.net.eval()
-        return float(self._loss(inputs, targets))
+        return float(self._loss(inputs, targets)[0])
 
     # -- optimizer state, canonical layout -------------------------------------------------
     def _adam_step(self) -> float:
@@ -153,6 +162,17 @@ class TorchModel(Model):
                 value = np.asarray(state[f"{slot}/{name}"], dtype=np.float32)
                 slots[key] = torch.tensor(value.T if transposed else value).to(self.device)
             self.optimizer.state[param] = {"step": torch.tensor(step), **slots}
+
+    # -- state, canonical layout ------------------------------------------------------------
+    def state_to_numpy(self, state):
+        h, c = state
+        if isinstance(h, list):  # per-layer lists, as step returns them
+            h, c = torch.stack(h), torch.stack(c)
+        return np.ascontiguousarray(torch.stack([h, c], dim=1).detach().cpu().numpy(), dtype=np.float32)
+
+    def state_from_numpy(self, array):
+        tensor = torch.from_numpy(np.asarray(array, dtype=np.float32)).to(self.device)
+        return tensor[:, 0].contiguous(), tensor[:, 1].contiguous()
 
     # -- inference -------------------------------------------------------------------------
     def initial_state(self, batch):
