@@ -21,6 +21,9 @@ _WORD_TOKEN = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]|\n")
 _NO_SPACE_BEFORE = set(".,;:!?)]}%'’”»…")
 _NO_SPACE_AFTER = set("([{“«$#")
 
+#: Character texts longer than this are encoded by the vectorised path (when unknown symbols raise).
+FAST_PATH_MIN_CHARS = 4096
+
 
 def tokenize(text: str, level: Level) -> list[str]:
     """Split ``text`` into tokens: characters, or words, punctuation and newlines."""
@@ -77,7 +80,7 @@ class Vocab:
         self, text: str, unknown: UnknownPolicy = "error", replacement: str | None = None
     ) -> np.ndarray:
         """Token ids (int32) of ``text``; tokens outside the vocabulary raise, are skipped or replaced."""
-        if self.level == "char" and unknown == "error" and len(text) > 4096:
+        if self.level == "char" and unknown == "error" and len(text) > FAST_PATH_MIN_CHARS:
             return self._encode_chars_fast(text)
         ids: list[int] = []
         missing: dict[str, None] = {}
