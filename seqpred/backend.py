@@ -139,12 +139,18 @@ class Backend(ABC):
     """What a plugin registers: a name, what it supports, and a factory for models.
 
     Constructing a backend must be cheap: import the framework inside :meth:`create_model`.
+
+    ``trains`` declares whether its models train. An inference-only backend (``trains = False``)
+    implements the inference half of :class:`Model` (weights, states, ``step``, ``forward``,
+    ``evaluate_batch``) and may raise :class:`NotImplementedError` from the training methods:
+    ``seqpred train`` refuses it, and the conformance kit skips its training checks.
     """
 
     name: str = ""
     description: str = ""
     devices: tuple[str, ...] = ("cpu",)
     objectives: tuple[str, ...] = ("sequence", "last")
+    trains: bool = True
 
     @abstractmethod
     def create_model(self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0) -> Model:

@@ -23,12 +23,12 @@ import pluggy
 
 from . import hookspecs
 from .backend import BACKEND_ATTRIBUTES, Backend, missing_methods
-from .errors import BackendError
+from .errors import BackendError, UsageError
 
 ENTRY_POINT_GROUP = "seqpred"
 
 #: Distributions shipped with seqpred: they load whatever SEQPRED_LOAD_PLUGINS says.
-SHIPPED_DISTRIBUTIONS = frozenset({"seqpred-torch", "seqpred-keras", "seqpred-numpy"})
+SHIPPED_DISTRIBUTIONS = frozenset({"seqpred-torch", "seqpred-keras", "seqpred-numpy", "seqpred-onnx"})
 
 
 @dataclass
@@ -163,6 +163,19 @@ class Registry:
                 )
         available = ", ".join(sorted(self.backends)) or "none (install a backend, e.g. plugins/seqpred-torch)"
         raise BackendError(f"unknown backend {name!r}; available: {available}")
+
+    def trainer(self, name: str) -> Backend:
+        """The backend called ``name`` if it can train; a :class:`UsageError` naming those that can if
+        it is inference-only (``trains = False``)."""
+        backend = self.get(name)
+        if getattr(backend, "trains", True):
+            return backend
+        able = sorted(n for n, entry in self.backends.items() if getattr(entry.backend, "trains", True))
+        choices = f"one of {', '.join(able)}" if able else "a backend that trains, e.g. seqpred-torch"
+        raise UsageError(
+            f"backend {name!r} cannot train (inference only); train with {choices}, "
+            f"then generate or evaluate with --backend {name}"
+        )
 
     def _only(self, hook: str, module: Any):
         """A caller of ``hook`` that reaches ``module``'s implementation alone, so that what it adds is

@@ -1,0 +1,116 @@
+"""The inference half of the :class:`seqpred.Model` contract, on onnxruntime.
+
+The model keeps the canonical weights; on first use it writes them as the ONNX graph of
+:mod:`seqpred.export`, in memory, and opens an onnxruntime session on it. :meth:`OnnxModel.step`
+and :meth:`OnnxModel.forward` are one session call each, with the state two float32 arrays
+[layers, B, H], h and c, fed back as the graph's ``initial_h`` and ``initial_c``.
+
+The backend cannot train (it declares ``trains = False``, so the core never asks it to): the
+training methods raise :class:`NotImplementedError`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnxruntime as ort
+
+from seqpred import Model, ModelSpec, OptimizerSettings
+from seqpred.export import build_graph
+from seqpred.reference import cross_entropy
+from seqpred.weights import DTYPE, Weights, check_weights, init_weights
+
+State = tuple[np.ndarray, np.ndarray]  # h and c, each [layers, B, H]
+
+#: Environment variable: onnxruntime's intra-op threads (default: one per CPU core, up to 2).
+THREADS_VARIABLE = "SEQPRED_ONNX_THREADS"
+
+_INFERENCE_ONLY = (
+    "the onnx backend runs inference only (generate, evaluate); train with another backend, such as torch"
+)
+
+
+def session_options() -> ort.SessionOptions:
+    """The settings that measured fastest for this graph (see bench/generate.py): every graph
+    optimisation, sequential execution, and at most two intra-op threads, which a one-step graph of
+    a few small matrix products cannot keep busy beyond that."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    value = os.environ.get(THREADS_VARIABLE, "")
+    if value:
+        try:
+            threads = int(value)
+        except ValueError:
+            raise ValueError(f"{THREADS_VARIABLE} must be a whole number of threads, got {value!r}") from None
+        if threads < 1:
+            raise ValueError(f"{THREADS_VARIABLE} must be at least 1, got {threads}")
+    else:
+        threads = min(2, os.cpu_count() or 1)
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors only: no notices on stderr
+    return options
+
+
+class OnnxModel(Model):
+    def __init__(self, spec: ModelSpec, *, seed: int = 0):
+        self.spec = spec
+        self.weights: Weights = init_weights(spec, seed)  # the core replaces them with set_weights
+        self._session: ort.InferenceSession | None = None  # opened on first use
+
+    # -- weights -------------------------------------------------------------------------------
+    def get_weights(self) -> Weights:
+        return {name: value.copy() for name, value in self.weights.items()}
+
+    def set_weights(self, weights: Weights) -> None:
+        self.weights = {name: value.copy() for name, value in check_weights(self.spec, weights).items()}
+        self._session = None
+
+    def session(self) -> ort.InferenceSession:
+        """The onnxruntime session over the exported graph of the current weights."""
+        if self._session is None:
+            graph = build_graph(self.spec, self.weights).SerializeToString()
+            self._session = ort.InferenceSession(graph, session_options(), providers=["CPUExecutionProvider"])
+        return self._session
+
+    # -- inference -----------------------------------------------------------------------------
+    def initial_state(self, batch: int) -> State:
+        zeros = np.zeros((self.spec.layers, batch, self.spec.hidden), dtype=DTYPE)
+        return zeros, zeros.copy()
+
+    def run(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """One session call: tokens [B, T] → logits [B, T, V] and the state after the last step."""
+        h, c = state
+        feeds = {"tokens": np.asarray(tokens, dtype=np.int64), "initial_h": h, "initial_c": c}
+        logits, h, c = self.session().run(None, feeds)
+        return logits, (h, c)
+
+    def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        logits, state = self.run(np.asarray(tokens)[:, None], state)
+        return logits[:, 0], state
+
+    def forward(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        return self.run(tokens, state)
+
+    def state_to_numpy(self, state: State) -> np.ndarray:
+        """The canonical state: float32 [layers, 2, B, H], h then c."""
+        return np.stack(state, axis=1).astype(DTYPE)
+
+    def state_from_numpy(self, array: np.ndarray) -> State:
+        array = np.asarray(array, dtype=DTYPE)
+        return np.ascontiguousarray(array[:, 0]), np.ascontiguousarray(array[:, 1])
+
+    def evaluate_batch(self, inputs: np.ndarray, targets: np.ndarray) -> float:
+        logits, _ = self.run(inputs, self.initial_state(len(inputs)))
+        if self.spec.objective == "last":
+            logits = logits[:, -1]
+        return cross_entropy(logits, targets)
+
+    # -- training: not here ----------------------------------------------------------------------
+    def configure_training(self, settings: OptimizerSettings) -> None:
+        raise NotImplementedError(_INFERENCE_ONLY)
+
+    def train_batch(self, inputs: np.ndarray, targets: np.ndarray, lr: float) -> float:
+        raise NotImplementedError(_INFERENCE_ONLY)
