@@ -243,11 +243,9 @@ class Engine:
             try:
                 self._iterate(admitted)
             except Exception as exc:  # a backend failure: end every job in the batch, keep serving
-                failed = [
-                    (r.job, [Failed(f"generation failed: {type(exc).__name__}: {exc}")])
-                    for r in self._running
-                ]
-                failed += [(job, [Failed(f"generation failed: {type(exc).__name__}")]) for job in admitted]
+                reason = str(exc).splitlines()[0] if str(exc) else ""
+                message = f"generation failed: {type(exc).__name__}" + (f": {reason}" if reason else "")
+                failed = [(job, [Failed(message)]) for job in [r.job for r in self._running] + admitted]
                 self._running = []
                 self._logits = self._logits[:0]
                 self._state = None
@@ -295,7 +293,10 @@ class Engine:
             finished = bool(running.done.all()) or running.position == running.job.length
             keep.append(not finished)
             if finished:
-                events.append(Done(self._samples(running)))
+                samples = self._samples(running)  # releases the text held back for stop strings
+                if running.job.stream:
+                    events += [Delta(i, "".join(held)) for i, held in enumerate(running.pending) if held]
+                events.append(Done(samples))
             if events:
                 out.append((running.job, events))
         staying = np.repeat(np.asarray(keep, dtype=bool), [r.job.rows for r in self._running])
