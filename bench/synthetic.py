@@ -57,7 +57,7 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 class Synthetic:
     """The corpus' parameters: the dependency's distance in characters, the key rate, the letters."""
 
-    distance: int = 40
+    distance: int = 30
     key_rate: float = 0.125
     letters: int = 16
 
