@@ -8,9 +8,10 @@ symbols, in one run:
 * a plain hand-written stateful loop in the same framework (embedding 64), 1 and 64 streams;
 * ``seqpred generate`` through the Python API on that backend, 1 and 64 streams;
 
-and the roofline: forward FLOPs per character against this machine's measured matmul rate.
+and the roofline: forward FLOPs per character against this machine's measured matmul rate. The
+onnx backend's figures are also given as ratios to the torch backend's in the same run.
 
-    python bench/generate.py [--backends torch,keras] [--seconds 3]
+    python bench/generate.py [--backends torch,keras,onnx] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backends", default="torch,keras")
+    parser.add_argument("--backends", default="torch,keras,onnx")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     args = parser.parse_args()
 
@@ -76,6 +77,7 @@ def main() -> None:
     keras_tutorial = rate(baselines_keras.tutorial_loop(article, article_weights, window), args.seconds)
     print(f"  the tutorial's loop (keras, model.predict per character): {keras_tutorial:,.1f} characters/s")
     rows = []
+    speeds: dict[tuple[str, int], float] = {}
     for backend in args.backends.split(","):
         baselines = importlib.import_module(f"baselines_{backend}")
         if backend == "keras":
@@ -85,6 +87,7 @@ def main() -> None:
         for streams in (1, STREAMS):
             hand = rate(baselines.stateful_loop(spec, weights, streams), args.seconds)
             ours = rate(seqpred_loop(backend, spec, weights, vocab, streams), args.seconds)
+            speeds[backend, streams] = ours
             rows.append(
                 [
                     backend,
@@ -121,6 +124,13 @@ def main() -> None:
         " argmax,\n one stream, in that framework; the tutorial: that loop in Keras with model.predict,"
         f" {keras_tutorial:,.1f} characters/s)"
     )
+    if ("onnx", 1) in speeds and ("torch", 1) in speeds:
+        print("\nonnx backend against the torch backend, same run:")
+        for streams, target in ((1, "target 2x"), (STREAMS, "")):
+            ratio = speeds["onnx", streams] / speeds["torch", streams]
+            roof = speeds["onnx", streams] / roofline
+            note = f" ({target})" if target else f"; {roof:.0%} of the roofline (target 80%)"
+            print(f"  {streams} stream{'s' * (streams > 1)}: {ratio:.2f}x{note}")
 
 
 if __name__ == "__main__":

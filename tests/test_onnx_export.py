@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -253,3 +254,18 @@ def test_seqpred_and_its_help_import_neither_onnx_nor_onnxruntime():
     )
     output = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+def test_the_readme_generates_with_onnxruntime_alone(cli, numpy_run, tmp_path):
+    """The README's snippet, run on an export, writes the text of seqpred generate --greedy."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    snippet = (
+        readme.split("## Deploying without a framework", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    )
+    assert "import seqpred" not in snippet and "from seqpred" not in snippet
+    model = tmp_path / "m.onnx"
+    assert cli("export", numpy_run, "--out", model).exit_code == 0
+    code = snippet.replace('"runs/demo.onnx"', repr(str(model))).replace('"Shall I "', '"The "')
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    expected = cli("generate", numpy_run, "--greedy", "--prime", "The ", "--length", "200").stdout
+    assert "The " + printed == expected
