@@ -154,7 +154,8 @@ def backends(
     """List the backends and their status.
 
     One row per backend plugin: name, distribution and version, devices and objectives it supports,
-    and whether it loaded (ok, failed with the reason, or disabled by SEQPRED_LOAD_PLUGINS).
+    whether it trains (no: inference only), and whether it loaded (ok, failed with the reason, or
+    disabled by SEQPRED_LOAD_PLUGINS).
     """
     from .registry import get_registry
 
@@ -174,6 +175,7 @@ def backends(
                     "error": info.error,
                     "devices": list(getattr(backend, "devices", ())),
                     "objectives": list(getattr(backend, "objectives", ())),
+                    "trains": bool(getattr(backend, "trains", True)) if backend else None,
                     "description": getattr(backend, "description", ""),
                 }
             )
@@ -183,7 +185,7 @@ def backends(
     if not rows:
         typer.echo("no backends installed; install one, e.g. pip install -e plugins/seqpred-torch")
         return
-    header = ("backend", "distribution", "version", "devices", "objectives", "status")
+    header = ("backend", "distribution", "version", "devices", "objectives", "trains", "status")
     table = [header] + [
         (
             r["name"],
@@ -191,6 +193,7 @@ def backends(
             r["version"],
             ",".join(r["devices"]),
             ",".join(r["objectives"]),
+            {True: "yes", False: "no", None: "-"}[r["trains"]],
             r["status"] + (f": {r['error']}" if r["error"] else ""),
         )
         for r in rows
@@ -270,6 +273,13 @@ def train(
     val_every: Annotated[
         int | None, typer.Option(help="Validate every N steps (and each epoch end).")
     ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            help="reset: each window starts from a zero state; carry: stateful training, each batch row "
+            "reads its own stripe of the text and the state flows from batch to batch."
+        ),
+    ] = None,
     lower: Annotated[bool | None, typer.Option("--lower/--no-lower", help="Lower-case the text.")] = None,
     level: Annotated[str | None, typer.Option(help="Tokens: char or word.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
@@ -278,6 +288,10 @@ def train(
     log_format: Annotated[
         str, typer.Option(help="Progress as a rich bar, or json lines on stdout.")
     ] = "rich",
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(help="Also write the training and validation scalars as TensorBoard event files here."),
+    ] = None,
 ) -> None:
     """Train a model on CORPUS, or continue a run with --resume.
 
@@ -317,11 +331,17 @@ def train(
         seed=seed,
         val_fraction=val_fraction,
         val_every=val_every,
+        state=state,
         lower=lower,
         level=level,
         device=device,
     )
     reporter = make_reporter(log_format, quiet)
+    board = None
+    if tensorboard is not None:
+        from .tensorboard import TensorBoardReporter
+
+        reporter = board = TensorBoardReporter(tensorboard, then=reporter)
     if resume is not None:
         if config_file is not None:
             raise UsageError("--config cannot be combined with --resume; the run keeps its configuration")
@@ -334,14 +354,24 @@ def train(
         if "corpus" in file_values and corpus is None:
             file_values["corpus"] = _corpus_path(str(file_values["corpus"]))
         trainer = Trainer(resolve(options, file_values), out, reporter=reporter, force=force)
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    finally:
+        if board is not None:
+            board.close()
     if log_format == "json":
         return
     if result.val is not None:
         v = result.val
+        carried = (
+            f"; state carried through the text: {v['carried_loss']:.4f} nats, "
+            f"{v['carried_bits_per_token']:.4f} bits/token"
+            if "carried_loss" in v
+            else ""
+        )
         typer.echo(
             f"validation: loss {v['loss']:.4f} nats, {v['bits_per_token']:.4f} bits/token, "
-            f"perplexity {v['perplexity']:.2f}"
+            f"perplexity {v['perplexity']:.2f}{carried}"
         )
     notes = {"early-stopped": " (stopped early: no improvement)", "time-limit": " (time limit reached)"}
     typer.echo(f"saved run to {out} at step {result.steps}{notes.get(result.status, '')}")
@@ -362,11 +392,13 @@ def _corpus_path(value: str) -> str:
 @app.command()
 @guarded
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="Run folder written by seqpred train.")],
+    run: Annotated[Path, typer.Argument(help="Run folder, or an .onnx file from seqpred export.")],
     corpus: Annotated[str, typer.Argument(help="Text to score: a file, a folder, - or a corpus name.")],
     backend: Annotated[
         str | None,
-        typer.Option("--backend", "-b", help="Backend to score with; default: the one that trained it."),
+        typer.Option(
+            "--backend", "-b", help="Backend to score on; default: the one that trained it, onnx for a file."
+        ),
     ] = None,
     checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
@@ -375,7 +407,9 @@ def evaluate(
 ) -> None:
     """Score a text with a trained run.
 
-    Prints the loss in nats, bits per token and perplexity, on any backend.
+    Prints the loss in nats, bits per token and perplexity, on any backend: scored window by window
+    from a zero state, as validation does, and in one pass with the state carried through the text,
+    as generation runs the model.
     """
     from .evaluation import evaluate_text
 
@@ -391,7 +425,12 @@ def evaluate(
         typer.echo(
             f"{scores['tokens']:,} tokens: loss {scores['loss']:.4f} nats, "
             f"{scores['bits_per_token']:.4f} bits/token, perplexity {scores['perplexity']:.2f} "
-            f"({scores['backend']})"
+            f"({scores['backend']}, windows of {scores['window']})"
+        )
+        typer.echo(
+            f"state carried through the text: loss {scores['carried_loss']:.4f} nats, "
+            f"{scores['carried_bits_per_token']:.4f} bits/token, "
+            f"perplexity {scores['carried_perplexity']:.2f}"
         )
 
 
@@ -422,10 +461,12 @@ def plot(
 @app.command()
 @guarded
 def generate(
-    run: Annotated[Path, typer.Argument(help="Run folder written by seqpred train.")],
+    run: Annotated[Path, typer.Argument(help="Run folder, or an .onnx file from seqpred export.")],
     backend: Annotated[
         str | None,
-        typer.Option("--backend", "-b", help="Backend to run on; default: the one that trained it."),
+        typer.Option(
+            "--backend", "-b", help="Backend to run on; default: the one that trained it, onnx for a file."
+        ),
     ] = None,
     length: Annotated[int, typer.Option(help="Tokens to generate.")] = 200,
     prime: Annotated[str, typer.Option(help="Text to start from.")] = "",
@@ -511,6 +552,96 @@ def generate(
         for i, text in enumerate(result.samples, 1):
             typer.echo(f"===== sample {i} of {num_samples} =====")
             typer.echo(prime + text)
+
+
+# -- export ----------------------------------------------------------------------------------
+
+
+@app.command()
+@guarded
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder written by seqpred train.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="File to write; default: RUN.onnx beside the folder.")
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
+    export_format: Annotated[str, typer.Option("--format", help="onnx (the one format so far).")] = "onnx",
+) -> None:
+    """Export a run as one self-contained ONNX file.
+
+    The graph (embedding, one ONNX LSTM operator per layer, dense layer; the LSTM state as inputs
+    and outputs) is written from the canonical weights, so a run of any backend exports alike. The
+    vocabulary, the model spec and the sampling settings go into its metadata: the file alone
+    generates, with seqpred generate FILE --backend onnx. Needs the onnx package (seqpred[onnx]).
+    """
+    from .export import OPSET, export_run
+    from .runs import load_run
+
+    if export_format != "onnx":
+        raise UsageError(f"--format must be onnx, got {export_format!r}")
+    loaded = load_run(run, checkpoint)
+    path = export_run(loaded, out if out is not None else run.parent / f"{run.resolve().name}.onnx")
+    size = path.stat().st_size
+    shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
+    typer.echo(f"wrote {path} ({shown}, ONNX opset {OPSET}); generate with: seqpred generate {path}")
+
+
+# -- serve -----------------------------------------------------------------------------------
+
+
+@app.command()
+@guarded
+def serve(
+    run: Annotated[Path, typer.Argument(help="Run folder written by seqpred train.")],
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", "-b", help="Backend to run on; default: the one that trained it."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="SEQPRED_API_KEY", help="Require 'Authorization: Bearer KEY' on every request."),
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option(help="The model's id in the OpenAI API; default: the run folder's name.")
+    ] = None,
+    max_streams: Annotated[int, typer.Option(help="Streams generated together in one batch.")] = 64,
+    max_waiting: Annotated[int, typer.Option(help="Requests that may wait for room; then 503.")] = 256,
+    max_length: Annotated[int, typer.Option(help="Tokens one request may generate.")] = 4096,
+    max_prime: Annotated[int, typer.Option(help="Characters of a prime, prompt or chat.")] = 100_000,
+) -> None:
+    """Serve a run over HTTP: a playground, /generate and the OpenAI API.
+
+    Concurrent requests share one batched model step per token. Binds 127.0.0.1 by default; Ctrl-C
+    lets running requests finish, then stops (exit 0). Needs the serve extra: pip install seqpred[serve].
+    """
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise UsageError("serving needs the serve extra: pip install seqpred[serve]") from None
+    from .generate import Generator
+    from .serve.app import Service
+    from .serve.limits import Limits
+    from .serve.server import run_server
+
+    for name, value in (("max-streams", max_streams), ("max-length", max_length), ("max-prime", max_prime)):
+        if value < 1:
+            raise UsageError(f"--{name} must be at least 1, got {value}")
+    if max_waiting < 0 or not 0 <= port <= 65535:
+        raise UsageError("--max-waiting must be at least 0 and --port between 0 and 65535")
+    limits = Limits(
+        max_streams=max_streams, max_waiting=max_waiting, max_length=max_length, max_prime=max_prime
+    )
+    generator = Generator(run, backend, device=device, checkpoint=checkpoint)
+    service = Service(generator, limits, model_name=model_name, api_key=api_key, device=device)
+    try:
+        run_server(service, host, port)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
 
 
 app.add_typer(corpus_app, name="corpus")

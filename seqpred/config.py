@@ -10,6 +10,8 @@ from .errors import UsageError
 from .schedule import Schedule
 from .spec import ModelSpec
 
+STATE_MODES: tuple[str, ...] = ("reset", "carry")
+
 
 @dataclass
 class TrainConfig:
@@ -45,6 +47,8 @@ class TrainConfig:
     plateau_patience: int = 2
     patience: int | None = None  # validations without improvement before stopping early
     val_every: int = 200
+    # reset: every window starts from a zero state; carry: stateful training over contiguous stripes
+    state: str = "reset"
     # generation defaults recorded with the run
     greedy: bool = False
     temperature: float = 0.8
@@ -87,6 +91,10 @@ class TrainConfig:
             raise UsageError(f"--level must be char or word, got {self.level!r}")
         if not 0 <= self.dropout < 1:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.state not in STATE_MODES:
+            raise UsageError(f"--state must be one of {', '.join(STATE_MODES)}, got {self.state!r}")
+        if self.state == "carry" and self.objective != "sequence":
+            raise UsageError("--state carry needs --objective sequence: the last objective has no stripes")
         if not 0 <= self.val_fraction < 1:
             raise UsageError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         # The spec checks sizes against memory before anything is allocated.

@@ -128,3 +128,46 @@ def eval_batches(ids: np.ndarray, seq_len: int, objective: str, batch_size: int 
         view = view[::seq_len]
     for start in range(0, len(view), batch_size):
         yield _as_batch(view[start : start + batch_size], objective)
+
+
+class StripeBatches:
+    """Batches for stateful training (truncated back-propagation through time).
+
+    The training text is cut into ``batch_size`` contiguous stripes, one per batch row; batch ``i``
+    of an epoch holds, in row ``r``, the ``i``-th window of stripe ``r``, so each row continues
+    where the same row of the previous batch stopped and the trainer carries the state from one
+    batch to the next, resetting it at every epoch. Each epoch shifts every stripe by a random
+    offset below ``seq_len`` (a function of (seed, epoch)), so window boundaries move between epochs.
+    Only the ``sequence`` objective trains this way.
+    """
+
+    def __init__(self, ids: np.ndarray, seq_len: int, batch_size: int, seed: int):
+        if batch_size < 1:
+            raise UsageError(f"batch-size must be a positive integer, got {batch_size}")
+        self.ids = ids
+        self.seq_len = seq_len
+        self.seed = seed
+        # The offset takes up to seq_len - 1 tokens; every stripe needs at least one whole window.
+        usable = len(ids) - seq_len
+        self.batch_size = max(1, min(batch_size, usable // (seq_len + 1)))
+        self.stripe = usable // self.batch_size
+        self.batches_per_epoch = max(1, (self.stripe - 1) // seq_len)
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(epoch, batch index within the epoch) of global step ``step``; index 0 resets the state."""
+        return divmod(step, self.batches_per_epoch)
+
+    def _offset(self, epoch: int) -> int:
+        return int(np.random.default_rng([self.seed, epoch, 1]).integers(0, self.seq_len))
+
+    def batch(self, step: int) -> Batch:
+        epoch, index = self.position(step)
+        starts = self._offset(epoch) + np.arange(self.batch_size) * self.stripe + index * self.seq_len
+        rows = self.ids[starts[:, None] + np.arange(self.seq_len + 1)]
+        return _as_batch(rows, "sequence")
+
+    def iter_from(self, step: int):
+        """Batches from global step ``step`` on, forever."""
+        while True:
+            yield self.batch(step)
+            step += 1

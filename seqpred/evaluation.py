@@ -9,7 +9,7 @@ from .corpus import read_corpus
 from .metrics import summary
 from .models import build_model
 from .runs import load_run
-from .scoring import window_loss as evaluate
+from .scoring import carried_loss, window_loss
 
 
 def evaluate_text(
@@ -23,8 +23,9 @@ def evaluate_text(
 ) -> dict[str, Any]:
     """Loss of the run's model on ``corpus``: nats, bits per token, perplexity and the token count.
 
-    The text is prepared as for training (lower-cased if the run was) and cut into the same
-    evaluation windows as the validation set.
+    The text is prepared as for training (lower-cased if the run was). ``loss`` scores it in the
+    evaluation windows of the validation set, each from a zero state; ``carried_loss`` in one pass
+    with the state carried from the first token to the last, as generation runs the model.
     """
     loaded = load_run(run, checkpoint)
     text = read_corpus(corpus, lower=bool(loaded.config.get("lower", False)))
@@ -33,11 +34,14 @@ def evaluate_text(
     name = backend or loaded.backend or "torch"
     model = build_model(name, loaded.spec, device, seed=0)
     model.set_weights(loaded.weights)
-    nats = evaluate(model, ids, loaded.spec)
+    nats = window_loss(model, ids, loaded.spec)
+    carried = carried_loss(model, ids)
     return {
         "run": str(loaded.path),
         "corpus": str(corpus),
         "backend": name,
         "tokens": int(len(ids)),
+        "window": loaded.spec.seq_len,
         **summary(nats),
+        **{f"carried_{key}": value for key, value in summary(carried).items()},
     }

@@ -50,6 +50,8 @@ VOCAB_FILE = "vocab.json"
 LATEST_FILE = "weights.safetensors"
 BEST_FILE = "best.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
+#: Stateful training (--state carry): the state carried into the next batch, canonical [L, 2, B, H].
+CARRIED_STATE_FILE = "state.safetensors"
 HISTORY_FILE = "history.jsonl"
 CHECKPOINTS = {"latest": LATEST_FILE, "best": BEST_FILE}
 
@@ -269,10 +271,17 @@ MAX_LAYERS = 100_000
 
 
 def load_run(path: str | Path, checkpoint: str = "best") -> Run:
-    """Load and check a run folder; ``checkpoint`` is ``best`` (falls back to latest) or ``latest``."""
+    """Load and check a run folder; ``checkpoint`` is ``best`` (falls back to latest) or ``latest``.
+
+    An ``.onnx`` file written by ``seqpred export`` loads too, as the run it was exported from.
+    """
     path = Path(path)
     if checkpoint not in CHECKPOINTS:
         raise UsageError(f"unknown checkpoint {checkpoint!r}; choose best or latest")
+    if path.suffix == ".onnx" and path.is_file():
+        from .export import load_onnx_run
+
+        return load_onnx_run(path)
     if not path.exists():
         raise RunError(f"{path}: no such run folder")
     if not path.is_dir():

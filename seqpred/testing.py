@@ -27,8 +27,9 @@ Fixture contract
     The device passed to ``Backend.create_model``. Override it to run the kit on an accelerator.
 
 Tests for an objective the backend does not list in ``Backend.objectives`` are skipped, with the
-reason given. The kit compares logits with :class:`seqpred.reference.ReferenceModel` to within
-:attr:`BackendConformance.logit_tolerance`.
+reason given, and so are the tests that train (marked :func:`trains`) for an inference-only backend
+(``Backend.trains = False``). The kit compares logits with :class:`seqpred.reference.ReferenceModel`
+to within :attr:`BackendConformance.logit_tolerance`.
 
 This module is imported only by tests: importing :mod:`seqpred` does not import it. It imports
 pytest and NumPy and no deep-learning framework.
@@ -72,6 +73,12 @@ def perturbed_weights(spec: ModelSpec, seed: int = 1) -> Weights:
     return {name: (w + rng.normal(0.0, 0.1, w.shape)).astype(np.float32) for name, w in weights.items()}
 
 
+def trains(test):
+    """Marks a kit test that trains: skipped, with the reason, for an inference-only backend."""
+    test.seqpred_trains = True
+    return test
+
+
 def assert_float(value: object, what: str) -> None:
     assert isinstance(value, float), f"{what} must return a Python float, got {type(value).__name__}"
     assert np.isfinite(value), f"{what} returned {value}"
@@ -95,6 +102,12 @@ class BackendConformance:
     @pytest.fixture
     def backend(self, backend_name: str) -> Backend:
         return get_registry().get(backend_name)
+
+    @pytest.fixture(autouse=True)
+    def _skip_training_if_inference_only(self, request, backend_name: str) -> None:
+        trains = getattr(request.function, "seqpred_trains", False)
+        if trains and not getattr(get_registry().get(backend_name), "trains", True):
+            pytest.skip(f"backend {backend_name!r} is inference-only (trains = False): nothing to train")
 
     @staticmethod
     def spec(**changes) -> ModelSpec:
@@ -193,6 +206,7 @@ class BackendConformance:
         after = model.get_weights()
         assert all(np.array_equal(before[n], after[n]) for n in before), "evaluate_batch changed the weights"
 
+    @trains
     @BOTH_OBJECTIVES
     def test_train_batch_returns_a_float(self, backend: Backend, backend_name: str, device: str, objective):
         self.require_objective(backend, objective)
@@ -272,6 +286,7 @@ class BackendConformance:
         assert model.evaluate_batch(batch.inputs, batch.targets) == pytest.approx(expected, rel=1e-5)
 
     # -- training --------------------------------------------------------------------------------
+    @trains
     @BOTH_OBJECTIVES
     def test_training_lowers_the_loss(self, backend: Backend, backend_name: str, device: str, objective):
         self.require_objective(backend, objective)
@@ -282,6 +297,7 @@ class BackendConformance:
         after = evaluate(model, IDS, spec)
         assert after < 0.5 * before, f"loss went from {before:.3f} to only {after:.3f} in 60 steps"
 
+    @trains
     def test_training_is_deterministic_under_a_seed(self, backend_name: str, device: str):
         spec = self.spec(dropout=0.3)
         settings = OptimizerSettings(clip=1.0)
@@ -292,6 +308,7 @@ class BackendConformance:
         )
         assert first == second, "two models with the same seed and batches trained differently"
 
+    @trains
     def test_optimizer_state_layout(self, backend_name: str, device: str):
         spec = self.spec()
         model = self.make_model(backend_name, spec, device, settings=OptimizerSettings())
@@ -309,6 +326,7 @@ class BackendConformance:
                 assert np.issubdtype(value.dtype, np.floating)
             assert np.any(state[f"v/{name}"] > 0), f"v/{name} is zero after two steps"
 
+    @trains
     def test_optimizer_state_round_trip(self, backend_name: str, device: str):
         """A fresh model given the weights and Adam state continues exactly as the original does."""
         spec = self.spec(dropout=0.3)
@@ -325,6 +343,7 @@ class BackendConformance:
         expected = self.train(original, batches, 3, 4)
         np.testing.assert_allclose(self.train(restored, batches, 3, 4), expected, rtol=1e-6)
 
+    @trains
     def test_weights_and_optimizer_state_are_not_shared(self, backend_name: str, device: str):
         """Arrays going in or out are copies: the model never writes to them or reads them later.
 
@@ -361,6 +380,7 @@ class BackendConformance:
         assert not problems, "; ".join(f"{what}: {', '.join(names)}" for what, names in problems.items())
 
     # -- run folders -----------------------------------------------------------------------------
+    @trains
     def test_run_folder_round_trip(self, backend_name: str, device: str, tmp_path: Path):
         """Train through the core into a run folder, load it back, and get the same model."""
         corpus = tmp_path / "corpus.txt"
@@ -397,3 +417,49 @@ class BackendConformance:
         optimizer = load_tensors(tmp_path / "run" / OPTIMIZER_FILE)
         assert float(optimizer["step"]) == result.steps
         assert set(optimizer) == {"step"} | {f"{s}/{n}" for n in canonical_shapes(run.spec) for s in "mv"}
+
+    # -- states in the canonical layout and stateful training --------------------------------------
+    def test_state_round_trips_through_the_canonical_layout(self, backend_name: str, device: str):
+        spec = self.spec()
+        model = self.make_model(backend_name, spec, device, weights=perturbed_weights(spec))
+        reference = ReferenceModel(spec, perturbed_weights(spec))
+        tokens = np.random.default_rng(5).integers(0, spec.vocab_size, (3, 9)).astype(np.int32)
+        _, state = model.forward(tokens, model.initial_state(3))
+        array = model.state_to_numpy(state)
+        assert isinstance(array, np.ndarray) and array.dtype == np.float32, "state_to_numpy: float32 array"
+        assert array.shape == (spec.layers, 2, 3, spec.hidden), f"state_to_numpy shape {array.shape}"
+        _, expected = reference.forward(tokens)
+        expected_array = np.asarray([[h, c] for h, c in expected])
+        np.testing.assert_allclose(
+            array, expected_array, rtol=0, atol=self.logit_tolerance, err_msg="h then c, per layer"
+        )
+        again = model.state_to_numpy(model.state_from_numpy(array))
+        np.testing.assert_array_equal(again, array, err_msg="state_from_numpy then state_to_numpy")
+        # Streams split from a converted state go on as they would have.
+        logits, _ = model.step(tokens[1:, 0], model.state_from_numpy(array[:, :, 1:]))
+        expected_logits, _ = reference.step(tokens[1:, 0], [(h[1:], c[1:]) for h, c in expected])
+        np.testing.assert_allclose(logits, expected_logits, rtol=0, atol=self.logit_tolerance)
+
+    @trains
+    def test_train_batch_carried_starts_from_the_state_and_returns_the_final_one(
+        self, backend_name: str, device: str
+    ):
+        spec = self.spec()
+        weights = perturbed_weights(spec)
+        model = self.make_model(backend_name, spec, device, weights=weights, settings=OptimizerSettings())
+        if type(model).train_batch_carried is Model.train_batch_carried:
+            pytest.skip(f"backend {backend_name!r} does not implement train_batch_carried (--state carry)")
+        reference = ReferenceModel(spec, weights)
+        rng = np.random.default_rng(6)
+        tokens = rng.integers(0, spec.vocab_size, (4, spec.seq_len + 1)).astype(np.int32)
+        start = rng.normal(0.0, 0.5, (spec.layers, 2, 4, spec.hidden)).astype(np.float32)
+        loss, final = model.train_batch_carried(tokens[:, :-1], tokens[:, 1:], 1e-3, start)
+        logits, expected_state = reference.forward(tokens[:, :-1], [(h, c) for h, c in start])
+        assert_float(loss, "train_batch_carried's loss")
+        np.testing.assert_allclose(
+            loss, cross_entropy(logits, tokens[:, 1:]), rtol=1e-4, err_msg="the loss before the update"
+        )
+        assert isinstance(final, np.ndarray) and final.shape == start.shape, "the final state's layout"
+        np.testing.assert_allclose(
+            final, np.asarray([[h, c] for h, c in expected_state]), rtol=0, atol=1e-4, err_msg="final state"
+        )

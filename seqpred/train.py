@@ -27,12 +27,13 @@ from . import runs
 from .backend import Model, OptimizerSettings
 from .config import RESUMABLE, TrainConfig
 from .corpus import read_corpus
-from .data import TrainBatches, split_validation
-from .errors import CorpusError, RunError, SeqpredError, UsageError
+from .data import StripeBatches, TrainBatches, split_validation
+from .errors import BackendError, CorpusError, RunError, SeqpredError, UsageError
 from .metrics import summary
 from .models import build_model
 from .registry import get_registry
 from .schedule import Schedule
+from .scoring import carried_loss, validation_stripes
 from .scoring import window_loss as evaluate
 from .spec import ModelSpec
 from .vocab import Vocab, build_char_vocab_and_ids
@@ -148,6 +149,7 @@ class Trainer:
         self.force = force
         self.resume = resume
         self.config = config if not resume else self._resumed_config(overrides or {})
+        self._carried: np.ndarray | None = None  # --state carry: the state the next batch starts from
         if self.config is None:
             raise UsageError("a training configuration is needed")
 
@@ -198,7 +200,14 @@ class Trainer:
             path.unlink(missing_ok=True)
 
     def _clear_previous_run(self) -> None:
-        for name in (runs.RUN_FILE, runs.LATEST_FILE, runs.BEST_FILE, runs.OPTIMIZER_FILE, runs.HISTORY_FILE):
+        for name in (
+            runs.RUN_FILE,
+            runs.LATEST_FILE,
+            runs.BEST_FILE,
+            runs.OPTIMIZER_FILE,
+            runs.CARRIED_STATE_FILE,
+            runs.HISTORY_FILE,
+        ):
             (self.out / name).unlink(missing_ok=True)
 
     # -- run -------------------------------------------------------------------------------
@@ -218,7 +227,10 @@ class Trainer:
             )
         spec = config.model_spec(len(vocab))
         train_ids, val_ids = split_validation(ids, config.val_fraction, spec.seq_len)
-        batches = TrainBatches(train_ids, spec.seq_len, config.batch_size, spec.objective, config.seed)
+        if config.state == "carry":
+            batches = StripeBatches(train_ids, spec.seq_len, config.batch_size, config.seed)
+        else:
+            batches = TrainBatches(train_ids, spec.seq_len, config.batch_size, spec.objective, config.seed)
         total_steps = batches.batches_per_epoch * config.epochs
         if config.max_steps is not None:
             total_steps = min(total_steps, config.max_steps)
@@ -232,12 +244,17 @@ class Trainer:
             config.plateau_patience,
         )
 
-        get_registry().get(config.backend)  # an unknown backend is refused before any folder is made
+        get_registry().trainer(config.backend)  # an unknown or inference-only one: before any folder is made
         if not self.resume:
             self._prepare_folder()
         with _locked(self.out):
             self._remove_stale_temporaries()
             model = build_model(config.backend, spec, config.device, config.seed)
+            if config.state == "carry" and type(model).train_batch_carried is Model.train_batch_carried:
+                raise BackendError(
+                    f"backend {config.backend!r} cannot train with --state carry (its model has no "
+                    f"train_batch_carried); use --state reset"
+                )
             model.configure_training(OptimizerSettings(clip=config.clip))
             if self.resume:
                 meta = self._restore(model, stored, schedule)
@@ -274,6 +291,8 @@ class Trainer:
         model.set_weights(stored.weights)
         if (self.out / runs.OPTIMIZER_FILE).exists():
             model.set_optimizer_state(runs.load_tensors(self.out / runs.OPTIMIZER_FILE))
+        if self.config.state == "carry" and (self.out / runs.CARRIED_STATE_FILE).exists():
+            self._carried = runs.load_tensors(self.out / runs.CARRIED_STATE_FILE)["state"]
         schedule.load_state(meta.get("schedule") or {})
         # Records written after the checkpoint belong to steps that will be trained again.
         step = int(meta.get("step", 0))
@@ -303,6 +322,8 @@ class Trainer:
             },
         )
         result = TrainResult(run=self.out, steps=first, val=None, best_val=None)
+        carry = config.state == "carry"
+        stripes = validation_stripes(len(val_ids), spec.seq_len)
         started = time.perf_counter()
         run_tokens = 0
         step = first
@@ -312,7 +333,14 @@ class Trainer:
             while step < total_steps:
                 batch = next(stream)
                 lr = schedule.rate(step)
-                loss = model.train_batch(batch.inputs, batch.targets, lr)
+                if carry:
+                    if batches.position(step)[1] == 0 or self._carried is None:
+                        self._carried = self._zero_state(spec, batch.inputs.shape[0])
+                    loss, self._carried = model.train_batch_carried(
+                        batch.inputs, batch.targets, lr, self._carried
+                    )
+                else:
+                    loss = model.train_batch(batch.inputs, batch.targets, lr)
                 if not math.isfinite(loss):
                     raise RunError(
                         f"training diverged at step {step + 1} (loss {loss}); try a lower --lr or --clip"
@@ -340,6 +368,7 @@ class Trainer:
                 ending = step == total_steps or out_of_time or signals.received is not None
                 if len(val_ids) and (step % config.val_every == 0 or index == 0 or ending):
                     val_loss = evaluate(model, val_ids, spec)
+                    carried = carried_loss(model, val_ids, stripes=stripes)
                     schedule.observe(val_loss)
                     improved = val_loss < best
                     if improved:
@@ -351,9 +380,16 @@ class Trainer:
                         )
                     else:
                         meta["waited"] = int(meta.get("waited", 0)) + 1
-                    val_record = {"event": "validation", "step": step, **summary(val_loss), "best": best}
+                    carried_summary = {f"carried_{k}": v for k, v in summary(carried).items()}
+                    val_record = {
+                        "event": "validation",
+                        "step": step,
+                        **summary(val_loss),
+                        **carried_summary,
+                        "best": best,
+                    }
                     history.write(json.dumps(val_record) + "\n")
-                    result.val = summary(val_loss)
+                    result.val = {**summary(val_loss), **carried_summary}
                     self.reporter.validation(val_record)
                     early = config.patience is not None and meta["waited"] >= config.patience
                     if early and not ending:
@@ -384,6 +420,10 @@ class Trainer:
             )
         return result
 
+    @staticmethod
+    def _zero_state(spec: ModelSpec, batch: int) -> np.ndarray:
+        return np.zeros((spec.layers, 2, batch, spec.hidden), dtype=np.float32)
+
     def _checkpoint(self, model, meta, step, tokens, seconds, schedule, improved) -> None:
         """Save weights, optimizer state and progress; ``run.json`` last, as the commit point."""
         try:
@@ -394,6 +434,8 @@ class Trainer:
                     commit.write_bytes(self.out / runs.BEST_FILE, weights)
                 with contextlib.suppress(NotImplementedError):  # optional: a backend may not resume
                     commit.write_tensors(self.out / runs.OPTIMIZER_FILE, model.get_optimizer_state())
+                if self._carried is not None:
+                    commit.write_tensors(self.out / runs.CARRIED_STATE_FILE, {"state": self._carried})
                 state = dict(step=step, tokens=tokens, seconds=seconds, schedule=schedule.state())
                 commit.write_json(self.out / runs.RUN_FILE, {**meta, **state})
             meta.update(state)

@@ -277,7 +277,7 @@ def _start_training(corpus: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_steps(out: Path, steps: int = 5, timeout: float = 60) -> None:
+def _wait_for_steps(out: Path, steps: int = 5, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         path = out / "history.jsonl"
