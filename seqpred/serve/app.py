@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
@@ -72,6 +73,9 @@ class Service:
             deliver=self._deliver,
         )
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: list[tuple[Job, list[Event]]] = []
+        self._outbox_lock = threading.Lock()
+        self._handing_over = False
         self.started = time.time()
 
     @property
@@ -79,12 +83,25 @@ class Service:
         return self.generator.vocab
 
     def _deliver(self, pairs: list[tuple[Job, list[Event]]]) -> None:
-        """From the engine's thread: hand a step's events to the event loop in one call."""
+        """From the engine's thread: hand a step's events to the event loop. At most one hand-over
+        is in flight; the steps that finish meanwhile join it, so a busy loop reads many steps at once."""
         loop = self.loop
         if loop is None:
             return
+        with self._outbox_lock:
+            self._outbox += pairs
+            if self._handing_over:
+                return
+            self._handing_over = True
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening any more
-            loop.call_soon_threadsafe(_hand_on, pairs)
+            loop.call_soon_threadsafe(self._hand_over)
+
+    def _hand_over(self) -> None:
+        with self._outbox_lock:
+            pairs, self._outbox = self._outbox, []
+            self._handing_over = False
+        for job, events in pairs:
+            job.emit(events)
 
     def start_tokens(self, prime: str, unknown: str, param: str):
         """The prime's start tokens as ``seqpred generate`` makes them; symbols outside the
@@ -102,11 +119,6 @@ class Service:
     def submit(self, specs: list[dict[str, Any]]) -> Pending:
         """Queue one job per spec (the keyword arguments of :class:`Job` but ``emit``)."""
         return Pending(self, specs)
-
-
-def _hand_on(pairs: list[tuple[Job, list[Event]]]) -> None:
-    for job, events in pairs:
-        job.emit(events)
 
 
 class Pending:
