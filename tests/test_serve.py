@@ -442,3 +442,24 @@ def test_engine_rows_never_exceed_max_streams(server):
     watcher.join()
     assert max(seen) <= 16 and max(seen) >= 10
     assert np.all(np.asarray(seen) >= 0)
+
+
+def test_a_word_level_run_gives_the_clis_text_and_spaced_pieces(tmp_path, corpus):
+    run = tmp_path / "words"
+    trained = Cli()(
+        "train", corpus, "--out", run, "--level", "word", "--max-steps", "20", "--quiet", "--lr", "0.02",
+        "--hidden", "16", "--embedding", "8", "--seq-len", "8", "--batch-size", "8",
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    request = {"prime": "The king", "length": 30, "seed": 4, "temperature": 1.0}
+    want = cli_samples(run, request)
+    live = LiveServer(run)
+    try:
+        assert post(live, "/generate", request).json()["samples"] == want
+        events = stream(live, request)
+        assert "".join(e["text"] for e in events[:-1]) == want[0]
+        body = {"prompt": "The king", "max_tokens": 30, "seed": 4, "logprobs": 2}
+        choice = post(live, "/v1/completions", body).json()["choices"][0]
+        assert choice["text"] == want[0] and "".join(choice["logprobs"]["tokens"]) == want[0]
+    finally:
+        live.stop()

@@ -2,7 +2,8 @@
 
 The browser is Debian's ``chromium`` and ``chromium-driver`` (``scripts/test`` installs them when it
 runs as root). Outside CI a missing browser skips this test; in CI (``CI`` set) it is a failure.
-``SEQPRED_SCREENSHOT=PATH`` writes a screenshot of the page after a generation (the README's).
+``SEQPRED_SCREENSHOT=PATH`` writes a screenshot of the page after a generation (the README's is
+``docs/playground.png``), and ``SEQPRED_PLAYGROUND_RUN=RUN`` serves that run instead of the tiny one.
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ def generated(driver) -> str:
 
 
 def test_type_a_prime_generate_watch_it_stream_and_stop(browser, served_run):  # noqa: F811
-    live = LiveServer(served_run, Limits(max_length=10**6))
+    live = LiveServer(os.environ.get("SEQPRED_PLAYGROUND_RUN") or served_run, Limits(max_length=10**6))
     try:
         browser.get(live.url + "/")
         wait = WebDriverWait(browser, 30)
         wait.until(lambda d: "LSTM on torch" in d.find_element(By.ID, "model").text)
+        browser.find_element(By.ID, "prime").clear()
 
         # A long generation: text appears and grows while it streams, then Stop ends it.
         prime = browser.find_element(By.ID, "prime")
