@@ -250,7 +250,14 @@ def train(
     hidden: Annotated[int | None, typer.Option(help="LSTM units per layer.")] = None,
     layers: Annotated[int | None, typer.Option(help="Stacked LSTM layers.")] = None,
     embedding: Annotated[int | None, typer.Option(help="Embedding width; 0 feeds scaled token ids.")] = None,
-    dropout: Annotated[float | None, typer.Option(help="Dropout after each LSTM layer.")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Dropout between the LSTM layers.")] = None,
+    output_dropout: Annotated[
+        bool | None,
+        typer.Option(
+            "--output-dropout/--no-output-dropout",
+            help="Dropout after the last LSTM layer too (the article preset has it).",
+        ),
+    ] = None,
     objective: Annotated[
         str | None, typer.Option(help="sequence (every position) or last (after the window).")
     ] = None,
@@ -319,6 +326,7 @@ def train(
         layers=layers,
         embedding=embedding,
         dropout=dropout,
+        output_dropout=output_dropout,
         objective=objective,
         lr=lr,
         schedule=schedule,

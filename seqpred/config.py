@@ -31,6 +31,7 @@ class TrainConfig:
     layers: int = 2
     embedding: int = 64
     dropout: float = 0.2
+    output_dropout: bool = False  # dropout after the last LSTM layer too
     objective: str = "sequence"
     seq_len: int = 100
     # optimisation
@@ -62,6 +63,7 @@ class TrainConfig:
             dropout=self.dropout,
             objective=self.objective,
             seq_len=self.seq_len,  # type: ignore[arg-type]
+            output_dropout=self.output_dropout,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +116,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "layers": 2,
         "embedding": 0,
         "dropout": 0.2,
+        "output_dropout": True,
         "objective": "last",
         "batch_size": 40,
         "lr": 1e-3,

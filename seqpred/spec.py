@@ -28,7 +28,8 @@ class ModelSpec:
     a single feature per step.
 
     ``objective`` is ``sequence`` (predict the next token at every position of the window) or
-    ``last`` (predict only the token after the window). Dropout sits after every LSTM layer and is
+    ``last`` (predict only the token after the window). Dropout sits after every LSTM layer but the
+    last, and after the last one too (before the dense layer) when ``output_dropout`` is true; it is
     active only in training.
     """
 
@@ -39,6 +40,13 @@ class ModelSpec:
     dropout: float = 0.1
     objective: Objective = "sequence"
     seq_len: int = 100
+    # True for runs written before this field existed: they had dropout after every layer.
+    output_dropout: bool = True
+
+    def layer_dropout(self, layer: int) -> float:
+        """The dropout rate after LSTM layer ``layer`` (0-based)."""
+        last = layer == self.layers - 1
+        return self.dropout if (not last or self.output_dropout) else 0.0
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden", "layers", "seq_len"):
@@ -51,6 +59,8 @@ class ModelSpec:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise UsageError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.output_dropout, bool):
+            raise UsageError(f"output_dropout must be true or false, got {self.output_dropout!r}")
         if self.objective not in OBJECTIVES:
             raise UsageError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         count = self.parameter_count()

@@ -158,6 +158,8 @@ class Trainer:
             raise RunError(f"{self.out}: no such run folder to resume")
         runs.check_format(runs.read_json(self.out / runs.RUN_FILE, "run metadata"), self.out)
         stored = runs.read_json(self.out / runs.TRAIN_FILE, "training configuration")
+        # Runs written before the option existed had dropout after the last layer too.
+        stored.setdefault("output_dropout", True)
         fixed = sorted(
             k for k, v in overrides.items() if v is not None and k not in RESUMABLE and stored.get(k) != v
         )

@@ -14,7 +14,8 @@ from .mapping import canonical_variables, from_canonical, to_canonical
 
 
 class LSTMNet(keras.Model):
-    """Embedding (or scaled id) → stacked LSTM with dropout after each layer → dense logits."""
+    """Embedding (or scaled id) → stacked LSTM with dropout between layers (and after the last one
+    when the spec says so) → dense logits."""
 
     def __init__(self, spec: ModelSpec, seed: int):
         super().__init__(name="seqpred_lstm")
@@ -29,7 +30,8 @@ class LSTMNet(keras.Model):
             for k in range(spec.layers)
         ]
         self.drops = [
-            keras.layers.Dropout(spec.dropout, seed=seed, name=f"dropout_{k}") for k in range(spec.layers)
+            keras.layers.Dropout(spec.layer_dropout(k), seed=seed, name=f"dropout_{k}")
+            for k in range(spec.layers)
         ]
         self.dense = keras.layers.Dense(spec.vocab_size, name="dense")
         self(tf.zeros((1, 1), dtype=tf.int32))  # creates the variables

@@ -43,16 +43,22 @@ class LayerCache:
 
 
 def dropout_masks(spec: ModelSpec, rng: np.random.Generator, batch: int, steps: int, dtype) -> list | None:
-    """One inverted-dropout multiplier per LSTM layer, or None when the spec has no dropout.
+    """One inverted-dropout multiplier per LSTM layer (None for a layer without dropout, as the
+    last one is unless ``spec.output_dropout``), or None when the spec has no dropout.
 
     A unit is kept with probability 1 - p and then scaled by 1 / (1 - p), so that the expected
     value of every activation is the same in training and inference (where nothing is dropped).
     """
-    p = spec.dropout
-    if p == 0:
+    if spec.dropout == 0:
         return None
     shape = (batch, steps, spec.hidden)
-    return [((rng.random(shape) >= p) * (1.0 / (1.0 - p))).astype(dtype) for _ in range(spec.layers)]
+    masks = []
+    for k in range(spec.layers):
+        p = spec.layer_dropout(k)
+        # Draw for every layer, so that the masks of the layers below do not depend on this one.
+        mask = (rng.random(shape) >= p) * (1.0 / (1.0 - p))
+        masks.append(mask.astype(dtype) if p > 0 else None)
+    return masks
 
 
 def first_layer_input(spec: ModelSpec, weights: Mapping[str, np.ndarray], tokens: np.ndarray) -> np.ndarray:

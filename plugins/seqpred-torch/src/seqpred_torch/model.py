@@ -13,7 +13,8 @@ from .mapping import from_canonical, parameter_map, to_canonical
 
 
 class LSTMNet(nn.Module):
-    """Embedding (or scaled id) → stacked LSTM with dropout after each layer → dense logits."""
+    """Embedding (or scaled id) → stacked LSTM with dropout between layers (and after the last one
+    when the spec says so) → dense logits."""
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
@@ -27,7 +28,7 @@ class LSTMNet(nn.Module):
             batch_first=True,
             dropout=spec.dropout if spec.layers > 1 else 0.0,
         )
-        self.drop = nn.Dropout(spec.dropout)
+        self.drop = nn.Dropout(spec.layer_dropout(spec.layers - 1))
         self.dense = nn.Linear(spec.hidden, spec.vocab_size)
 
     def inputs(self, tokens: torch.Tensor) -> torch.Tensor:
