@@ -12,6 +12,7 @@ follow instructions: it continues text.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -232,6 +233,7 @@ class _CompletionReply:
         per_prompt = 2 if self.scored else 1
         self.prompt_of = lambda job: job // per_prompt
         self.is_score = lambda job: self.scored and job % 2 == 0
+        self._prefix: str | None = None
 
     def _head(self) -> dict[str, Any]:
         c = self.common
@@ -268,7 +270,9 @@ class _CompletionReply:
 
     def _chunk(self, index: int, text: str, logprobs=None, finish_reason=None) -> str:
         choice = {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish_reason}
-        return sse({**self._head(), "choices": [choice]})
+        if self._prefix is None:  # the fields every chunk repeats, serialised once
+            self._prefix = "data: " + json.dumps(self._head(), ensure_ascii=False)[:-1] + ', "choices": ['
+        return self._prefix + json.dumps(choice, ensure_ascii=False) + "]}\n\n"
 
     async def chunks(self, pending: Pending) -> AsyncIterator[str]:
         n = self.common.n
