@@ -20,8 +20,8 @@ def test_sequence_batches_shift_targets_by_one():
     batch = batches.batch(0)
     assert batch.inputs.shape == (4, 10) and batch.targets.shape == (4, 10)
     assert np.array_equal(batch.targets, batch.inputs + 1)
-    assert batches.windows_per_epoch == (500 - 1) // 10 - 1
-    assert batches.batches_per_epoch == 48 // 4
+    assert batches.windows_per_epoch == (500 - 1) // 10  # an epoch predicts about every token once
+    assert batches.batches_per_epoch == 49 // 4
 
 
 def test_last_objective_predicts_the_token_after_the_window():
@@ -57,11 +57,16 @@ def test_iteration_from_a_step_equals_random_access():
         assert np.array_equal(got.inputs, want.inputs) and np.array_equal(got.targets, want.targets)
 
 
-def test_sequence_offsets_vary_between_epochs():
-    ids = np.arange(1000, dtype=np.int32)
+def test_sequence_windows_start_anywhere_and_vary_between_epochs():
+    ids = np.arange(1000, dtype=np.int32)  # a token's id is its position
     batches = TrainBatches(ids, 10, 1000, "sequence", seed=0)
-    offsets = {int(batches.batch(e).inputs.min() % 10) for e in range(20)}
-    assert len(offsets) > 1
+    assert batches.windows_per_epoch == batches.batch_size == 99
+    starts = np.concatenate([batches.batch(e).inputs[:, 0] for e in range(20)])
+    assert len({int(s) % 10 for s in starts}) == 10, "starts stay on a grid"
+    assert starts.min() >= 0 and starts.max() <= 1000 - 11
+    assert not np.array_equal(batches.batch(0).inputs, batches.batch(1).inputs)
+    again = TrainBatches(ids, 10, 1000, "sequence", seed=0)
+    assert np.array_equal(again.batch(3).inputs, batches.batch(3).inputs)
 
 
 def test_validation_is_a_contiguous_tail():
