@@ -39,9 +39,9 @@ model = build_model(sys.argv[1], spec, "cpu", 0)
 model.set_weights(init_weights(spec, 0))
 model.configure_training(OptimizerSettings(clip=5.0))
 rng = np.random.default_rng(0)
-for _ in range(3):
+for step in range(3):
     x = rng.integers(0, spec.vocab_size, (64, 101), dtype=np.int32)
-    model.train_batch(x[:, :-1], x[:, 1:], 1e-3)
+    model.train_batch(x[:, :-1], x[:, 1:], 1e-3, step=step)
 model.evaluate_batch(x[:, :-1], x[:, 1:])
 """
 

@@ -37,12 +37,15 @@ def seqpred_loop(backend: str, spec: ModelSpec, weights, batches):
     model.set_weights(weights)
     model.configure_training(OptimizerSettings(clip=5.0))
     stream = batches.iter_from(0)
+    taken = 0
 
     def run(steps: int = 2) -> int:
+        nonlocal taken
         done = 0
         for _ in range(steps):
             batch = next(stream)
-            model.train_batch(batch.inputs, batch.targets, 2e-3)
+            model.train_batch(batch.inputs, batch.targets, 2e-3, step=taken)
+            taken += 1
             done += batch.predicted_tokens
         return done
 

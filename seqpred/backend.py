@@ -18,8 +18,9 @@ the framework, and talks to the returned :class:`Model` in NumPy arrays only:
   The canonical layout is a float32 array [layers, 2, B, H]: for every layer, h then c.
 
 Losses are the mean cross-entropy in nats over all predicted tokens of the batch. Training uses
-Adam with the :class:`OptimizerSettings` given, the learning rate of each step passed in by the
-core, and gradient clipping by global norm when ``clip`` is set.
+Adam with the :class:`OptimizerSettings` given, the learning rate and the step of each batch
+passed in by the core, and gradient clipping by global norm when ``clip`` is set: the maths of
+:mod:`seqpred.reference_trainer`, which the conformance kit trains beside every backend.
 """
 
 from __future__ import annotations
@@ -78,11 +79,16 @@ class Model(ABC):
 
     @abstractmethod
     def configure_training(self, settings: OptimizerSettings) -> None:
-        """Create the optimizer; called once before the first :meth:`train_batch`."""
+        """Create the optimizer; called once, before :meth:`set_weights` and the first :meth:`train_batch`."""
 
     @abstractmethod
-    def train_batch(self, inputs: np.ndarray, targets: np.ndarray, lr: float) -> float:
-        """One optimizer step with dropout active; returns the batch's loss before the update."""
+    def train_batch(self, inputs: np.ndarray, targets: np.ndarray, lr: float, *, step: int) -> float:
+        """One optimizer step with dropout active; returns the batch's loss before the update.
+
+        ``step`` is the number of updates the run has done before this one (0 for its first
+        batch, ``s`` for the first batch after resuming at step ``s``). The dropout masks of the
+        batch must be a function of the model's seed and ``step`` alone.
+        """
 
     @abstractmethod
     def evaluate_batch(self, inputs: np.ndarray, targets: np.ndarray) -> float:
@@ -108,7 +114,7 @@ class Model(ABC):
         return np.stack(logits, axis=1), state
 
     def train_batch_carried(
-        self, inputs: np.ndarray, targets: np.ndarray, lr: float, state: np.ndarray
+        self, inputs: np.ndarray, targets: np.ndarray, lr: float, state: np.ndarray, *, step: int
     ) -> tuple[float, np.ndarray]:
         """:meth:`train_batch` starting from ``state`` instead of zeros (stateful training).
 
@@ -127,11 +133,19 @@ class Model(ABC):
         """The model's own state object for a canonical array [layers, 2, B, H]."""
 
     def get_optimizer_state(self) -> dict[str, np.ndarray]:
-        """Adam's moments in the canonical layout: ``m/NAME``, ``v/NAME`` and ``step`` (shape [])."""
+        """Adam's moments in the canonical layout: ``m/NAME``, ``v/NAME`` and ``step`` (shape []).
+
+        Required of a backend that trains (the core saves it with every checkpoint, so that a run
+        resumes exactly); :func:`seqpred.optim.pack_optimizer_state` builds it.
+        """
         raise NotImplementedError
 
     def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`get_optimizer_state` returned, after :meth:`configure_training`."""
+        """Restore what :meth:`get_optimizer_state` returned, after :meth:`configure_training`.
+
+        Required of a backend that trains. Check ``state`` with
+        :func:`seqpred.optim.unpack_optimizer_state`, which reports bad keys or shapes.
+        """
         raise NotImplementedError
 
 
@@ -142,7 +156,8 @@ class Backend(ABC):
 
     ``trains`` declares whether its models train. An inference-only backend (``trains = False``)
     implements the inference half of :class:`Model` (weights, states, ``step``, ``forward``,
-    ``evaluate_batch``) and may raise :class:`NotImplementedError` from the training methods:
+    ``evaluate_batch``) and may raise :class:`NotImplementedError` from the training methods
+    (``configure_training``, ``train_batch`` and the optimizer state):
     ``seqpred train`` refuses it, and the conformance kit skips its training checks.
     """
 

@@ -45,7 +45,9 @@ import pytest
 from .backend import BACKEND_ATTRIBUTES, MODEL_METHODS, Backend, Model, OptimizerSettings, missing_methods
 from .config import resolve
 from .data import TrainBatches, split_validation
+from .dropout_probe import PLACEMENTS, dropout_problems, kept_sum, probe_batch, probe_spec, probe_weights
 from .reference import ReferenceModel, cross_entropy
+from .reference_trainer import ReferenceTrainer
 from .registry import get_registry
 from .runs import OPTIMIZER_FILE, load_run, load_tensors
 from .spec import OBJECTIVES, ModelSpec
@@ -73,6 +75,34 @@ def perturbed_weights(spec: ModelSpec, seed: int = 1) -> Weights:
     return {name: (w + rng.normal(0.0, 0.1, w.shape)).astype(np.float32) for name, w in weights.items()}
 
 
+#: The cases of ``test_training_matches_the_reference_trainer``: spec changes, Adam's settings and
+#: the first learning rate (each step's is 0.8 times the last, as a schedule changes it per call).
+#: The clip of ``clipped`` lies between the gradient norms of its steps, so that some are clipped.
+TRAINING_CASES: dict[str, tuple[dict, OptimizerSettings, float]] = {
+    "lr-1e-3": ({}, OptimizerSettings(), 1e-3),
+    "lr-3e-2": ({}, OptimizerSettings(), 3e-2),
+    "clipped": ({}, OptimizerSettings(clip=0.3), 1e-2),
+    "adam-settings": ({"embedding": 0}, OptimizerSettings(beta1=0.8, beta2=0.99, epsilon=1e-6), 1e-2),
+    "last-objective": ({"objective": "last"}, OptimizerSettings(), 1e-2),
+}
+TRAINING_STEPS = 6
+LR_DECAY = 0.8
+
+#: Steps of each dropout probe: 32 steps of 32 units measure the kept fraction to about 0.015.
+PROBE_STEPS = 32
+PROBE_RATE = 0.3
+
+
+def largest_difference(got: Weights, expected: Weights, scale: float = 1.0) -> tuple[str, float]:
+    """The name and size of the largest absolute difference between two sets of tensors, over ``scale``."""
+    diffs = {
+        name: float(np.max(np.abs(np.asarray(got[name], np.float64) - expected[name]), initial=0.0)) / scale
+        for name in expected
+    }
+    name = max(diffs, key=lambda n: diffs[n])
+    return name, diffs[name]
+
+
 def trains(test):
     """Marks a kit test that trains: skipped, with the reason, for an inference-only backend."""
     test.seqpred_trains = True
@@ -93,6 +123,10 @@ class BackendConformance:
 
     #: Largest absolute difference allowed between a backend's logits and the reference's.
     logit_tolerance: float = 1e-5
+    #: Largest difference allowed between a backend's weights after training and the reference
+    #: trainer's, in learning rates. Float32 rounding reaches a few thousandths where Adam divides
+    #: a tiny gradient by its own size; a wrong epsilon, bias correction or clip gives 0.2 and more.
+    weight_tolerance: float = 1e-2
 
     # -- fixtures and helpers ------------------------------------------------------------------
     @pytest.fixture
@@ -137,11 +171,15 @@ class BackendConformance:
         weights: Weights | None = None,
         settings: OptimizerSettings | None = None,
     ) -> Model:
-        """A model holding ``weights`` (seeded ones by default), ready to train when ``settings``."""
+        """A model holding ``weights`` (seeded ones by default), ready to train when ``settings``.
+
+        In the trainer's order: :meth:`~seqpred.Model.configure_training` first, then
+        :meth:`~seqpred.Model.set_weights`.
+        """
         model = build_model(backend_name, spec, device, seed)
-        model.set_weights(weights if weights is not None else init_weights(spec, seed))
         if settings is not None:
             model.configure_training(settings)
+        model.set_weights(weights if weights is not None else init_weights(spec, seed))
         return model
 
     @staticmethod
@@ -154,7 +192,7 @@ class BackendConformance:
         losses = []
         for step in range(first, first + count):
             batch = batches.batch(step)
-            losses.append(model.train_batch(batch.inputs, batch.targets, lr))
+            losses.append(model.train_batch(batch.inputs, batch.targets, lr, step=step))
         return losses
 
     # -- the contract's shape --------------------------------------------------------------------
@@ -214,7 +252,7 @@ class BackendConformance:
         batch = self.batches(spec).batch(0)
         model = self.make_model(backend_name, spec, device, settings=OptimizerSettings(clip=1.0))
         before = {name: value.copy() for name, value in model.get_weights().items()}
-        assert_float(model.train_batch(batch.inputs, batch.targets, 1e-2), "train_batch")
+        assert_float(model.train_batch(batch.inputs, batch.targets, 1e-2, step=0), "train_batch")
         after = model.get_weights()
         assert all(not np.array_equal(before[n], after[n]) for n in before), "some weights did not train"
 
@@ -379,6 +417,213 @@ class BackendConformance:
         problems = {what: names for what, names in problems.items() if names}
         assert not problems, "; ".join(f"{what}: {', '.join(names)}" for what, names in problems.items())
 
+    # -- training against the reference trainer ----------------------------------------------------
+    @trains
+    @pytest.mark.parametrize("case", list(TRAINING_CASES))
+    def test_training_matches_the_reference_trainer(
+        self, backend: Backend, backend_name: str, device: str, case: str
+    ):
+        """Same weights, batches and learning rates as :class:`ReferenceTrainer`, in the trainer's order.
+
+        The trainer builds the model, calls ``configure_training``, then ``set_weights``, saves a
+        checkpoint (``get_weights``, ``get_optimizer_state``) before the first step, trains with the
+        step and learning rate of every batch, and validates between steps (``evaluate_batch`` and
+        ``forward``). After every step the loss, and at the end the weights and Adam's moments, must
+        be the reference's.
+        """
+        changes, settings, lr = TRAINING_CASES[case]
+        spec = self.spec(**changes)
+        self.require_objective(backend, spec.objective)
+        weights = perturbed_weights(spec)
+        batches = self.batches(spec)
+        held_out = self.batches(spec, seed=99).batch(0)
+        reference = ReferenceTrainer(spec, weights)
+        reference.configure(settings)
+
+        model = build_model(backend_name, spec, device, 0)
+        model.configure_training(settings)
+        model.set_weights(weights)
+        self.check_optimizer_state(model.get_optimizer_state(), reference.optimizer_state(), 0, case)
+        for step in range(TRAINING_STEPS):
+            batch = batches.batch(step)
+            rate = lr * LR_DECAY**step
+            loss = model.train_batch(batch.inputs, batch.targets, rate, step=step)
+            expected, _ = reference.train_batch(batch.inputs, batch.targets, rate)
+            assert loss == pytest.approx(expected, rel=1e-4), (
+                f"{case}: the loss of step {step + 1} is {loss}, the reference trainer's {expected}"
+            )
+            if step == TRAINING_STEPS // 2:  # validation, as the trainer runs it between steps
+                self.check_inference(model, reference, held_out, case, step + 1)
+        if settings.clip:
+            norms = reference.norms
+            assert min(norms) < settings.clip < max(norms), f"the case must clip some steps: {norms}"
+        got = model.get_weights()
+        name, difference = largest_difference(got, reference.weights, lr)
+        assert difference <= self.weight_tolerance, (
+            f"{case}: after {TRAINING_STEPS} steps {name} differs from the reference trainer's by "
+            f"{difference:.3g} learning rates (at most {self.weight_tolerance:g}); check Adam's bias "
+            f"correction and epsilon, and the gradient clipping, against seqpred.optim"
+        )
+        self.check_optimizer_state(
+            model.get_optimizer_state(), reference.optimizer_state(), TRAINING_STEPS, case
+        )
+
+    @staticmethod
+    def check_inference(model: Model, reference: ReferenceTrainer, batch, case: str, step: int) -> None:
+        """Validation between training steps: no dropout, the current weights."""
+        loss = model.evaluate_batch(batch.inputs, batch.targets)
+        expected = reference.loss(batch.inputs, batch.targets)
+        assert loss == pytest.approx(expected, rel=1e-4), (
+            f"{case}: evaluate_batch after step {step} gives {loss}, the reference {expected}"
+        )
+        logits, _ = model.forward(batch.inputs, model.initial_state(len(batch.inputs)))
+        expected_logits, _ = ReferenceModel(reference.spec, reference.weights).forward(batch.inputs)
+        difference = float(np.max(np.abs(np.asarray(logits, np.float64) - expected_logits)))
+        assert difference < 1e-3, f"{case}: forward after step {step} differs by {difference:.3g}"
+
+    @staticmethod
+    def check_optimizer_state(state: dict, expected: dict, steps: int, case: str) -> None:
+        """``state`` holds ``expected``'s keys and shapes, its step count, and moments close to it."""
+        assert set(state) == set(expected), (
+            f"{case}: get_optimizer_state keys: missing {sorted(set(expected) - set(state))}, "
+            f"unknown {sorted(set(state) - set(expected))}"
+        )
+        assert float(state["step"]) == steps, (
+            f"{case}: optimizer step {float(state['step'])}, expected {steps}"
+        )
+        for key, value in expected.items():
+            assert np.shape(state[key]) == value.shape, f"{case}: {key} has shape {np.shape(state[key])}"
+            scale = float(np.max(np.abs(value), initial=0.0)) or 1.0
+            difference = float(np.max(np.abs(np.asarray(state[key], np.float64) - value), initial=0.0))
+            assert difference <= 1e-3 * scale, (
+                f"{case}: Adam's {key} after {steps} steps differs from the reference's by {difference:.3g} "
+                f"(largest value {scale:.3g})"
+            )
+
+    @trains
+    def test_resumed_training_matches_the_reference_trainer(self, backend_name: str, device: str):
+        """A model resumed from weights and optimizer state, in the trainer's order, trains on as the
+        reference trainer does without stopping."""
+        spec = self.spec()
+        settings = OptimizerSettings(clip=1.0)
+        batches = self.batches(spec)
+        reference = ReferenceTrainer(spec, perturbed_weights(spec))
+        reference.configure(settings)
+        first = self.make_model(
+            backend_name, spec, device, weights=perturbed_weights(spec), settings=settings
+        )
+        for step in range(3):
+            batch = batches.batch(step)
+            first.train_batch(batch.inputs, batch.targets, 1e-2, step=step)
+            reference.train_batch(batch.inputs, batch.targets, 1e-2)
+        weights, state = first.get_weights(), first.get_optimizer_state()
+        resumed = build_model(backend_name, spec, device, 0)
+        resumed.configure_training(settings)
+        resumed.set_weights(weights)
+        resumed.set_optimizer_state(state)
+        for step in range(3, 6):
+            batch = batches.batch(step)
+            loss = resumed.train_batch(batch.inputs, batch.targets, 1e-2, step=step)
+            expected, _ = reference.train_batch(batch.inputs, batch.targets, 1e-2)
+            assert loss == pytest.approx(expected, rel=1e-4), f"resumed: loss of step {step + 1}"
+        name, difference = largest_difference(resumed.get_weights(), reference.weights, 1e-2)
+        assert difference <= self.weight_tolerance, (
+            f"resumed: {name} differs from the reference trainer's by {difference:.3g} learning rates"
+        )
+
+    # -- dropout ---------------------------------------------------------------------------------
+    @trains
+    @pytest.mark.parametrize("placement", list(PLACEMENTS))
+    def test_dropout_in_training_at_the_rate_asked(
+        self, backend: Backend, backend_name: str, device: str, placement: str
+    ):
+        """Inverted dropout where the spec puts it, at its rate: measured by :mod:`seqpred.dropout_probe`.
+
+        The learning rate is 0, so the weights stay those of the probe and only the masks change
+        the loss; a validation between steps must not leave dropout off.
+        """
+        objective = "sequence" if "sequence" in backend.objectives else "last"
+        spec = probe_spec(
+            placement, vocab_size=len(VOCAB), hidden=32, dropout=PROBE_RATE, embedding=8, objective=objective
+        )
+        model = self.make_model(
+            backend_name, spec, device, weights=probe_weights(spec, placement), settings=OptimizerSettings()
+        )
+        inputs, targets = probe_batch(spec)
+        sums = []
+        for step in range(PROBE_STEPS):
+            sums.append(kept_sum(spec, placement, model.train_batch(inputs, targets, 0.0, step=step)))
+            if step == PROBE_STEPS // 2:
+                model.evaluate_batch(inputs, targets)
+        problems = dropout_problems(sums, spec.hidden, PROBE_RATE)
+        assert not problems, f"dropout {placement} (rate {PROBE_RATE}): " + "; ".join(problems)
+
+    @trains
+    def test_no_dropout_where_the_spec_has_none(self, backend: Backend, backend_name: str, device: str):
+        """One layer without ``output_dropout``: nothing to drop, training losses are evaluation's."""
+        spec = self.spec(layers=1, dropout=0.5, output_dropout=False)
+        self.require_objective(backend, spec.objective)
+        batch = self.batches(spec).batch(0)
+        model = self.make_model(
+            backend_name, spec, device, weights=perturbed_weights(spec), settings=OptimizerSettings()
+        )
+        expected = model.evaluate_batch(batch.inputs, batch.targets)
+        losses = [model.train_batch(batch.inputs, batch.targets, 0.0, step=step) for step in range(3)]
+        np.testing.assert_allclose(
+            losses, expected, rtol=1e-5, err_msg="dropout after the only layer without output_dropout"
+        )
+
+    @trains
+    def test_no_dropout_in_evaluation(self, backend: Backend, backend_name: str, device: str):
+        """After training steps, evaluate_batch, forward and step see every unit, unscaled."""
+        spec = self.spec(dropout=0.5, output_dropout=True)
+        self.require_objective(backend, spec.objective)
+        weights = perturbed_weights(spec)
+        batch = self.batches(spec).batch(0)
+        model = self.make_model(backend_name, spec, device, weights=weights, settings=OptimizerSettings())
+        model.train_batch(batch.inputs, batch.targets, 0.0, step=0)
+        reference = ReferenceModel(spec, weights)
+        logits, _ = reference.forward(batch.inputs)
+        expected = cross_entropy(logits, batch.targets)
+        for attempt in range(2):
+            loss = model.evaluate_batch(batch.inputs, batch.targets)
+            assert loss == pytest.approx(expected, rel=1e-5), (
+                f"evaluate_batch gives {loss} (call {attempt + 1}), the reference without dropout {expected}"
+            )
+        got, _ = model.forward(batch.inputs, model.initial_state(len(batch.inputs)))
+        np.testing.assert_allclose(got, logits, rtol=0, atol=self.logit_tolerance, err_msg="forward's logits")
+        stepped, _ = model.step(batch.inputs[:, 0], model.initial_state(len(batch.inputs)))
+        np.testing.assert_allclose(stepped, logits[:, 0], rtol=0, atol=self.logit_tolerance, err_msg="step's")
+
+    @trains
+    def test_dropout_masks_are_a_function_of_seed_and_step(self, backend_name: str, device: str):
+        """Same seed and step, same masks, whatever came before; another seed or step, other masks.
+
+        With a learning rate of 0 the weights stay put, so the loss changes with the masks only.
+        """
+        spec = self.spec(dropout=0.5, output_dropout=True)
+        batch = self.batches(spec).batch(0)
+        weights = perturbed_weights(spec)
+
+        def losses(seed: int, steps: list[int], history: int = 0) -> list[float]:
+            model = self.make_model(
+                backend_name, spec, device, seed=seed, weights=weights, settings=OptimizerSettings()
+            )
+            for step in range(history):  # another past: other steps taken, a validation between
+                model.train_batch(batch.inputs, batch.targets, 0.0, step=step)
+                model.evaluate_batch(batch.inputs, batch.targets)
+            return [model.train_batch(batch.inputs, batch.targets, 0.0, step=step) for step in steps]
+
+        fresh = losses(3, [5, 9])
+        assert fresh[0] != fresh[1], (
+            "steps 5 and 9 drew the same dropout masks: they must change with the step"
+        )
+        assert losses(3, [5, 9], history=3) == fresh, (
+            "the masks of steps 5 and 9 changed with the steps taken before: they must depend on "
+            "(seed, step) alone, the step being the one train_batch is given"
+        )
+        assert losses(4, [5, 9]) != fresh, "seeds 3 and 4 drew the same dropout masks: they must use the seed"
+
     # -- run folders -----------------------------------------------------------------------------
     @trains
     def test_run_folder_round_trip(self, backend_name: str, device: str, tmp_path: Path):
@@ -453,7 +698,7 @@ class BackendConformance:
         rng = np.random.default_rng(6)
         tokens = rng.integers(0, spec.vocab_size, (4, spec.seq_len + 1)).astype(np.int32)
         start = rng.normal(0.0, 0.5, (spec.layers, 2, 4, spec.hidden)).astype(np.float32)
-        loss, final = model.train_batch_carried(tokens[:, :-1], tokens[:, 1:], 1e-3, start)
+        loss, final = model.train_batch_carried(tokens[:, :-1], tokens[:, 1:], 1e-3, start, step=0)
         logits, expected_state = reference.forward(tokens[:, :-1], [(h, c) for h, c in start])
         assert_float(loss, "train_batch_carried's loss")
         np.testing.assert_allclose(

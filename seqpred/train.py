@@ -339,10 +339,10 @@ class Trainer:
                     if batches.position(step)[1] == 0 or self._carried is None:
                         self._carried = self._zero_state(spec, batch.inputs.shape[0])
                     loss, self._carried = model.train_batch_carried(
-                        batch.inputs, batch.targets, lr, self._carried
+                        batch.inputs, batch.targets, lr, self._carried, step=step
                     )
                 else:
-                    loss = model.train_batch(batch.inputs, batch.targets, lr)
+                    loss = model.train_batch(batch.inputs, batch.targets, lr, step=step)
                 if not math.isfinite(loss):
                     raise RunError(
                         f"training diverged at step {step + 1} (loss {loss}); try a lower --lr or --clip"

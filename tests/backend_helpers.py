@@ -90,9 +90,9 @@ def recording_models(log: dict):
             record["weights"].append({k: np.array(v) for k, v in weights.items()})
             set_weights(weights)
 
-        def recording_train_batch(inputs, targets, lr):
+        def recording_train_batch(inputs, targets, lr, *, step):
             record["batches"].append((np.array(inputs), np.array(targets), lr))
-            return train_batch(inputs, targets, lr)
+            return train_batch(inputs, targets, lr, step=step)
 
         model.set_weights = recording_set_weights
         model.train_batch = recording_train_batch

@@ -78,8 +78,8 @@ def test_optimizer_state_moves_between_backends():
     batches = [rng.integers(0, spec.vocab_size, size=(4, spec.seq_len + 1)) for _ in range(8)]
     torch_model = loaded("torch", spec, init_weights(spec, 0))
     torch_model.configure_training(OptimizerSettings(clip=1.0))
-    for batch in batches[:4]:
-        torch_model.train_batch(batch[:, :-1], batch[:, 1:], 3e-3)
+    for step, batch in enumerate(batches[:4]):
+        torch_model.train_batch(batch[:, :-1], batch[:, 1:], 3e-3, step=step)
     state = torch_model.get_optimizer_state()
 
     keras_model = loaded("keras", spec, torch_model.get_weights())
@@ -88,8 +88,10 @@ def test_optimizer_state_moves_between_backends():
         k: v.shape for k, v in state.items()
     }
     keras_model.set_optimizer_state(state)
-    for batch in batches[4:]:
-        losses = [m.train_batch(batch[:, :-1], batch[:, 1:], 3e-3) for m in (torch_model, keras_model)]
+    for step, batch in enumerate(batches[4:], start=4):
+        losses = [
+            m.train_batch(batch[:, :-1], batch[:, 1:], 3e-3, step=step) for m in (torch_model, keras_model)
+        ]
         assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     assert float(keras_model.get_optimizer_state()["step"]) == 8.0
 

@@ -25,9 +25,9 @@ def _losses(backend: str, spec: ModelSpec, steps: int = 3) -> list[float]:
     model.configure_training(OptimizerSettings())
     rng = np.random.default_rng(0)
     losses = []
-    for _ in range(steps):
+    for step in range(steps):
         rows = rng.integers(0, spec.vocab_size, (4, spec.seq_len + 1)).astype(np.int32)
-        losses.append(model.train_batch(rows[:, :-1], rows[:, 1:], 1e-2))
+        losses.append(model.train_batch(rows[:, :-1], rows[:, 1:], 1e-2, step=step))
     return losses
 
 

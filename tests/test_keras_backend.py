@@ -99,7 +99,7 @@ def test_step_follows_new_weights_and_training():
             model.set_weights(perturbed_weights(spec, seed=2))
         else:
             model.configure_training(OptimizerSettings())
-            model.train_batch(tokens[:, :-1], tokens[:, 1:], 0.1)
+            model.train_batch(tokens[:, :-1], tokens[:, 1:], 0.1, step=0)
         expected = stepped_logits(ReferenceModel(spec, model.get_weights()), tokens)
         assert np.abs(stepped_logits(model, tokens) - expected).max() <= 1e-5, change
 
@@ -111,7 +111,7 @@ def test_train_batch_returns_the_loss_before_the_update():
     model = loaded("keras", spec, perturbed_weights(spec))
     model.configure_training(OptimizerSettings())
     before = model.evaluate_batch(inputs, targets)
-    assert model.train_batch(inputs, targets, 1e-2) == pytest.approx(before, rel=1e-6)
+    assert model.train_batch(inputs, targets, 1e-2, step=0) == pytest.approx(before, rel=1e-6)
     assert model.evaluate_batch(inputs, targets) < before
 
 
@@ -124,7 +124,7 @@ def test_dropout_masks_are_a_function_of_seed_and_step():
     for name, seed in (("first", 0), ("again", 0), ("other seed", 1)):
         model = loaded("keras", spec, weights, seed=seed)
         model.configure_training(OptimizerSettings())
-        losses[name] = [model.train_batch(batch[:, :-1], batch[:, 1:], 0.0) for _ in range(3)]
+        losses[name] = [model.train_batch(batch[:, :-1], batch[:, 1:], 0.0, step=s) for s in range(3)]
     assert losses["first"] == losses["again"]
     assert len(set(losses["first"])) == 3, "the masks did not change from one step to the next"
     assert losses["other seed"][0] != losses["first"][0]
@@ -136,9 +136,9 @@ def test_each_computation_is_traced_once():
     model = loaded("keras", spec, perturbed_weights(spec))
     model.configure_training(OptimizerSettings())
     rng = np.random.default_rng(3)
-    for batch, length in ((2, 5), (3, 9), (1, 4)):
+    for step, (batch, length) in enumerate(((2, 5), (3, 9), (1, 4))):
         tokens = rng.integers(0, spec.vocab_size, size=(batch, length + 1))
-        model.train_batch(tokens[:, :-1], tokens[:, 1:], 1e-3)
+        model.train_batch(tokens[:, :-1], tokens[:, 1:], 1e-3, step=step)
         model.evaluate_batch(tokens[:, :-1], tokens[:, 1:])
         _, state = model.forward(tokens, model.initial_state(batch))
         model.step(tokens[:, 0], state)

@@ -70,7 +70,7 @@ def test_the_training_methods_say_it_is_inference_only():
     with pytest.raises(NotImplementedError, match="inference only"):
         model.configure_training(OptimizerSettings())
     with pytest.raises(NotImplementedError, match="inference only"):
-        model.train_batch(np.zeros((1, 4), np.int32), np.zeros((1, 4), np.int32), 1e-3)
+        model.train_batch(np.zeros((1, 4), np.int32), np.zeros((1, 4), np.int32), 1e-3, step=0)
 
 
 def test_state_converts_to_the_canonical_layout_and_back():

@@ -143,8 +143,10 @@ class KerasModel(Model):
     @on_device
     def configure_training(self, settings: OptimizerSettings) -> None:
         self.optimizer = Adam(self.variables, settings)
-        lr = tf.TensorSpec([], tf.float64)
-        self._train_fn = tf.function(self._train_graph, input_signature=[self._tokens, self._targets, lr])
+        lr, step = tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.int64)
+        self._train_fn = tf.function(
+            self._train_graph, input_signature=[self._tokens, self._targets, lr, step]
+        )
         self._carried_train_fn = None  # traced on the first stateful batch
 
     def _loss(self, inputs, targets, training: bool, states=None):
@@ -154,8 +156,8 @@ class KerasModel(Model):
         losses = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
         return tf.reduce_mean(losses), states
 
-    def _train_graph(self, inputs, targets, lr, states=None):
-        self.net.seed_dropout(self.seed, self.optimizer.step)  # the step before this update
+    def _train_graph(self, inputs, targets, lr, step, states=None):
+        self.net.seed_dropout(self.seed, step)  # the run's step: updates done before this one
         names = list(self.variables)
         with tf.GradientTape() as tape:
             loss, states = self._loss(inputs, targets, training=True, states=states)
@@ -168,27 +170,27 @@ class KerasModel(Model):
         return self._loss(inputs, targets, training=False)[0]
 
     @on_device
-    def train_batch(self, inputs, targets, lr):
+    def train_batch(self, inputs, targets, lr, *, step):
         assert self._train_fn is not None, "configure_training first"
         self._table = None
-        return float(self._train_fn(_ids(inputs), _ids(targets), float(lr))[0])
+        return float(self._train_fn(_ids(inputs), _ids(targets), float(lr), np.int64(step))[0])
 
     @on_device
-    def train_batch_carried(self, inputs, targets, lr, state):
+    def train_batch_carried(self, inputs, targets, lr, state, *, step):
         assert self._train_fn is not None, "configure_training first"
         if self._carried_train_fn is None:
-            lr_spec = tf.TensorSpec([], tf.float64)
+            lr_spec, step_spec = tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.int64)
             state_spec = tf.TensorSpec([self.spec.layers, 2, None, self.spec.hidden], tf.float32)
 
-            def carried(inputs, targets, lr, state):
+            def carried(inputs, targets, lr, step, state):
                 states = tuple((state[k, 0], state[k, 1]) for k in range(self.spec.layers))
-                return self._train_graph(inputs, targets, lr, states)
+                return self._train_graph(inputs, targets, lr, step, states)
 
-            signature = [self._tokens, self._targets, lr_spec, state_spec]
+            signature = [self._tokens, self._targets, lr_spec, step_spec, state_spec]
             self._carried_train_fn = tf.function(carried, input_signature=signature)
         self._table = None
         state = np.asarray(state, dtype=np.float32)
-        loss, final = self._carried_train_fn(_ids(inputs), _ids(targets), float(lr), state)
+        loss, final = self._carried_train_fn(_ids(inputs), _ids(targets), float(lr), np.int64(step), state)
         return float(loss), np.asarray(final.numpy(), dtype=np.float32)
 
     @on_device

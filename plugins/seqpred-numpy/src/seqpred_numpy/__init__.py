@@ -3,7 +3,6 @@
 Modules, in reading order:
 
 * :mod:`.plugin`: the entry point; registers the backend without importing anything heavy.
-* :mod:`.model`: the :class:`seqpred.Model` contract, mostly delegating to the two below.
-* :mod:`.bptt`: the loss and its gradients by backpropagation through time.
-* :mod:`.adam`: Adam and gradient clipping, exactly as PyTorch computes them.
+* :mod:`.model`: the :class:`seqpred.Model` contract, a thin translation over the core's reference
+  maths (:mod:`seqpred.bptt` for the gradients, :mod:`seqpred.optim` for Adam and clipping).
 """

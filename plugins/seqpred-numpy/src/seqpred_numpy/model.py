@@ -1,9 +1,10 @@
-"""The :class:`seqpred.Model` contract in NumPy.
+"""The :class:`seqpred.Model` contract in NumPy, over the core's reference maths.
 
-The weights are kept as a dictionary in the canonical layout itself, so there is no mapping to
-write: :meth:`get_weights` and :meth:`set_weights` are copies. Inference is delegated to
-:class:`seqpred.reference.ReferenceModel` and training to :mod:`.bptt` and :mod:`.adam`.
-Everything runs in float32, as the other backends do.
+Training is :class:`seqpred.reference_trainer.ReferenceTrainer` run in float32: backpropagation
+through time (:mod:`seqpred.bptt`), clipping and Adam (:mod:`seqpred.optim`), the weights kept as
+a dictionary in the canonical layout itself, so there is no mapping to write. Inference is
+:class:`seqpred.reference.ReferenceModel` run in float32. What this backend adds is its dropout
+masks, drawn from (seed, step).
 """
 
 from __future__ import annotations
@@ -11,67 +12,56 @@ from __future__ import annotations
 import numpy as np
 
 from seqpred import Model, ModelSpec, OptimizerSettings
+from seqpred.bptt import dropout_masks
 from seqpred.reference import ReferenceModel, State
-from seqpred.weights import DTYPE, Weights, check_weights, init_weights
-
-from . import bptt
-from .adam import Adam, clip_by_global_norm
+from seqpred.reference_trainer import ReferenceTrainer
+from seqpred.weights import DTYPE, Weights, init_weights
 
 
 class NumpyModel(Model):
     def __init__(self, spec: ModelSpec, *, seed: int = 0):
         self.spec = spec
         self.seed = seed
-        self.weights: Weights = init_weights(spec, seed)  # the core replaces them with set_weights
-        self.optimizer: Adam | None = None
-        self.clip: float | None = None
+        # The core replaces the initial weights with set_weights.
+        self.trainer = ReferenceTrainer(spec, init_weights(spec, seed), dtype=DTYPE)
         self._inference: ReferenceModel | None = None  # built from the weights on first use
 
     # -- weights -------------------------------------------------------------------------------
     def get_weights(self) -> Weights:
-        return {name: value.copy() for name, value in self.weights.items()}
+        return self.trainer.get_weights()
 
     def set_weights(self, weights: Weights) -> None:
-        # check_weights may return the caller's own arrays; copy so that training never mutates them.
-        self.weights = {name: value.copy() for name, value in check_weights(self.spec, weights).items()}
+        self.trainer.set_weights(weights)  # copies: training never mutates the caller's arrays
         self._inference = None
 
     # -- training ------------------------------------------------------------------------------
     def configure_training(self, settings: OptimizerSettings) -> None:
-        self.optimizer = Adam(self.weights, settings)
-        self.clip = settings.clip
+        self.trainer.configure(settings)
 
-    def _optimizer(self) -> Adam:
-        if self.optimizer is None:
-            raise RuntimeError("call configure_training before training or using the optimizer state")
-        return self.optimizer
+    def dropout_masks(self, batch: int, steps: int, step: int) -> list | None:
+        """The masks of the batch at ``step``: from (seed, step) only, so a resumed run draws the same."""
+        rng = np.random.default_rng([self.seed, step])
+        return dropout_masks(self.spec, rng, batch, steps, DTYPE)
 
-    def train_batch(self, inputs: np.ndarray, targets: np.ndarray, lr: float) -> float:
-        return self._train(inputs, targets, lr, None)[0]
+    def train_batch(self, inputs: np.ndarray, targets: np.ndarray, lr: float, *, step: int) -> float:
+        return self._train(inputs, targets, lr, step, None)[0]
 
-    def train_batch_carried(self, inputs, targets, lr, state):
-        return self._train(inputs, targets, lr, np.asarray(state, dtype=DTYPE))
+    def train_batch_carried(self, inputs, targets, lr, state, *, step):
+        return self._train(inputs, targets, lr, step, np.asarray(state, dtype=DTYPE))
 
-    def _train(self, inputs, targets, lr, state) -> tuple[float, np.ndarray]:
-        optimizer = self._optimizer()
-        # The masks depend on (seed, step) only, so a run resumed at step s draws the same masks.
-        rng = np.random.default_rng([self.seed, optimizer.step])
-        masks = bptt.dropout_masks(self.spec, rng, inputs.shape[0], inputs.shape[1], DTYPE)
-        loss, grads, final = bptt.loss_and_gradients(self.spec, self.weights, inputs, targets, masks, state)
-        if self.clip:
-            clip_by_global_norm(grads, self.clip)
-        optimizer.update(self.weights, grads, lr)
+    def _train(self, inputs, targets, lr, step, state) -> tuple[float, np.ndarray]:
+        masks = self.dropout_masks(inputs.shape[0], inputs.shape[1], step)
         self._inference = None
-        return loss, final
+        return self.trainer.train_batch(inputs, targets, lr, masks=masks, state=state)
 
     def evaluate_batch(self, inputs: np.ndarray, targets: np.ndarray) -> float:
-        return bptt.loss(self.spec, self.weights, inputs, targets)
+        return self.trainer.loss(inputs, targets)
 
     def get_optimizer_state(self) -> dict[str, np.ndarray]:
-        return self._optimizer().state()
+        return self.trainer.optimizer_state()
 
     def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        self._optimizer().load_state(state)
+        self.trainer.load_optimizer_state(state)
 
     # -- state, canonical layout ----------------------------------------------------------------
     def state_to_numpy(self, state: State) -> np.ndarray:
@@ -84,7 +74,7 @@ class NumpyModel(Model):
     # -- inference -----------------------------------------------------------------------------
     def _reference(self) -> ReferenceModel:
         if self._inference is None:
-            self._inference = ReferenceModel(self.spec, self.weights, dtype=DTYPE)
+            self._inference = ReferenceModel(self.spec, self.trainer.weights, dtype=DTYPE)
         return self._inference
 
     def initial_state(self, batch: int) -> State:

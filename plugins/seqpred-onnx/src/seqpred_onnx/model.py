@@ -112,5 +112,5 @@ class OnnxModel(Model):
     def configure_training(self, settings: OptimizerSettings) -> None:
         raise NotImplementedError(_INFERENCE_ONLY)
 
-    def train_batch(self, inputs: np.ndarray, targets: np.ndarray, lr: float) -> float:
+    def train_batch(self, inputs: np.ndarray, targets: np.ndarray, lr: float, *, step: int) -> float:
         raise NotImplementedError(_INFERENCE_ONLY)

@@ -8,6 +8,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from seqpred import Model, ModelSpec, OptimizerSettings
+from seqpred.optim import pack_optimizer_state, unpack_optimizer_state
+from seqpred.weights import canonical_shapes
 
 from .mapping import from_canonical, parameter_map, to_canonical
 
@@ -99,17 +101,16 @@ class TorchModel(Model):
         loss = F.cross_entropy(logits.reshape(-1, self.spec.vocab_size), self._tensor(targets).reshape(-1))
         return loss, state
 
-    def train_batch(self, inputs, targets, lr):
-        return self._train(inputs, targets, lr, None)[0]
+    def train_batch(self, inputs, targets, lr, *, step):
+        return self._train(inputs, targets, lr, step, None)[0]
 
-    def train_batch_carried(self, inputs, targets, lr, state):
-        loss, (h, c) = self._train(inputs, targets, lr, self.state_from_numpy(state))
+    def train_batch_carried(self, inputs, targets, lr, state, *, step):
+        loss, (h, c) = self._train(inputs, targets, lr, step, self.state_from_numpy(state))
         return loss, self.state_to_numpy((h.detach(), c.detach()))
 
-    def _train(self, inputs, targets, lr, state):
+    def _train(self, inputs, targets, lr, step, state):
         assert self.optimizer is not None, "configure_training first"
         self._step_weights = None
-        step = int(self._adam_step())
         # Dropout masks depend on (seed, step) only, so a resumed run draws the same masks.
         torch.manual_seed(self.seed * 1_000_003 + step)
         self.net.train()
@@ -138,31 +139,26 @@ class TorchModel(Model):
     def get_optimizer_state(self):
         assert self.optimizer is not None
         params = dict(self.net.named_parameters())
-        out = {"step": np.asarray(self._adam_step(), dtype=np.float64)}
+        moments: dict[str, dict[str, np.ndarray]] = {"exp_avg": {}, "exp_avg_sq": {}}
         for name, (torch_name, transposed) in parameter_map(self.spec).items():
             state = self.optimizer.state.get(params[torch_name], {})
-            for key, slot in (("exp_avg", "m"), ("exp_avg_sq", "v")):
+            for key, slots in moments.items():
                 value = (
-                    state[key].detach().cpu().numpy().copy()
-                    if key in state
-                    else np.zeros(params[torch_name].shape)
+                    state[key].detach().cpu().numpy() if key in state else np.zeros(params[torch_name].shape)
                 )
-                out[f"{slot}/{name}"] = np.ascontiguousarray(
-                    value.T if transposed else value, dtype=np.float32
-                )
-        return out
+                slots[name] = value.T if transposed else value
+        return pack_optimizer_state(int(self._adam_step()), moments["exp_avg"], moments["exp_avg_sq"])
 
     def set_optimizer_state(self, state):
         assert self.optimizer is not None
+        step, m, v = unpack_optimizer_state(state, canonical_shapes(self.spec))
         params = dict(self.net.named_parameters())
-        step = float(np.asarray(state["step"]))
         for name, (torch_name, transposed) in parameter_map(self.spec).items():
-            param = params[torch_name]
-            slots = {}
-            for key, slot in (("exp_avg", "m"), ("exp_avg_sq", "v")):
-                value = np.asarray(state[f"{slot}/{name}"], dtype=np.float32)
-                slots[key] = torch.tensor(value.T if transposed else value).to(self.device)
-            self.optimizer.state[param] = {"step": torch.tensor(step), **slots}
+            slots = {
+                key: torch.tensor(np.ascontiguousarray(value.T if transposed else value)).to(self.device)
+                for key, value in (("exp_avg", m[name]), ("exp_avg_sq", v[name]))
+            }
+            self.optimizer.state[params[torch_name]] = {"step": torch.tensor(float(step)), **slots}
 
     # -- state, canonical layout ------------------------------------------------------------
     def state_to_numpy(self, state):

@@ -1,9 +1,11 @@
 """The training loss of the stacked LSTM and its gradients, by backpropagation through time.
 
-Inference is :mod:`seqpred.reference`'s job. Training needs two things more: dropout, and every
-gate activation of every step, kept for the backward pass. :func:`loss_and_gradients` is a pure
-function of canonical weights and works in their dtype, so that tests check it in float64
-against finite differences while the model runs it in float32.
+This is the reference gradient every backend must match: the conformance kit trains with it
+beside the backend under test (:mod:`seqpred.reference_trainer`), and the NumPy backend trains
+with it. Inference is :mod:`seqpred.reference`'s job. Training needs two things more: dropout, and
+every gate activation of every step, kept for the backward pass. :func:`loss_and_gradients` is a
+pure function of canonical weights and works in their dtype, so that tests check it in float64
+against finite differences while the NumPy backend runs it in float32.
 
 Notation: B streams, T steps, H hidden units, V tokens. Gates are stacked i, f, g, o as in
 :mod:`seqpred.weights`, g being the cell candidate. For one step, with x the input and (h, c) the
@@ -22,10 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seqpred import ModelSpec
-from seqpred.reference import log_softmax, scaled_input, sigmoid
-
-Weights = dict[str, np.ndarray]
+from .reference import log_softmax, scaled_input, sigmoid
+from .spec import ModelSpec
+from .weights import Weights
 
 
 @dataclass
