@@ -9,9 +9,10 @@ unit is; the second, ``b``, is one of ``letters`` letters (``a``, ``b``, ... ):
 * every other letter is drawn uniformly and independently.
 
 ``a`` is ``' '`` for a plain unit, ``'+'`` for a key, ``'='`` for an echo and ``'#'`` for a unit
-that is both (its letter is then a copy, and is copied again ``distance`` characters later)::
+that is both (its letter is then a copy, and is copied again ``distance`` characters later). With
+the default distance of 20 characters, ``n`` and ``c`` are keys here, each echoed 20 characters on::
 
-     c f+k b o h a m p d c g e n=k j
+    +n a l p n+c j n d h=n+d m k+o=c
 
 Write K_u for "unit u is a key" (iid Bernoulli(p)), E_u = K_{u-m} with m = distance / 2, and
 h(p) = -p log2 p - (1 - p) log2 (1 - p), L = log2(letters). Per unit (two characters):
@@ -57,7 +58,7 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 class Synthetic:
     """The corpus' parameters: the dependency's distance in characters, the key rate, the letters."""
 
-    distance: int = 30
+    distance: int = 20
     key_rate: float = 0.125
     letters: int = 16
 
