@@ -450,7 +450,8 @@ class BackendConformance:
             loss = model.train_batch(batch.inputs, batch.targets, rate, step=step)
             expected, _ = reference.train_batch(batch.inputs, batch.targets, rate)
             assert loss == pytest.approx(expected, rel=1e-4), (
-                f"{case}: the loss of step {step + 1} is {loss}, the reference trainer's {expected}"
+                f"{case}: the loss of step {step + 1}, {loss}, differs from the reference trainer's by "
+                f"{abs(loss - expected) / expected:.3g} of it (expected {expected})"
             )
             if step == TRAINING_STEPS // 2:  # validation, as the trainer runs it between steps
                 self.check_inference(model, reference, held_out, case, step + 1)
@@ -525,7 +526,10 @@ class BackendConformance:
             batch = batches.batch(step)
             loss = resumed.train_batch(batch.inputs, batch.targets, 1e-2, step=step)
             expected, _ = reference.train_batch(batch.inputs, batch.targets, 1e-2)
-            assert loss == pytest.approx(expected, rel=1e-4), f"resumed: loss of step {step + 1}"
+            assert loss == pytest.approx(expected, rel=1e-4), (
+                f"resumed: the loss of step {step + 1}, {loss}, differs from the reference trainer's by "
+                f"{abs(loss - expected) / expected:.3g} of it (expected {expected})"
+            )
         name, difference = largest_difference(resumed.get_weights(), reference.weights, 1e-2)
         assert difference <= self.weight_tolerance, (
             f"resumed: {name} differs from the reference trainer's by {difference:.3g} learning rates"
