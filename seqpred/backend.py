@@ -174,5 +174,5 @@ class Backend(ABC):
 
 def missing_methods(obj: object, names: tuple[str, ...]) -> list[str]:
     """Names of ``names`` that ``obj`` lacks or that are still abstract."""
-    abstract = getattr(type(obj), "__abstractmethods__", frozenset())
+    abstract: frozenset[str] = getattr(type(obj), "__abstractmethods__", frozenset())
     return [n for n in names if not hasattr(obj, n) or n in abstract]

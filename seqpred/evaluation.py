@@ -10,6 +10,7 @@ from .metrics import summary
 from .models import build_model
 from .runs import load_run
 from .scoring import carried_loss, window_loss
+from .vocab import UnknownPolicy
 
 
 def evaluate_text(
@@ -19,7 +20,7 @@ def evaluate_text(
     backend: str | None = None,
     checkpoint: str = "best",
     device: str = "cpu",
-    unknown: str = "error",
+    unknown: UnknownPolicy = "error",
 ) -> dict[str, Any]:
     """Loss of the run's model on ``corpus``: nats, bits per token, perplexity and the token count.
 

@@ -164,7 +164,7 @@ def build_graph(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> onnx.Mode
     node("MatMul", ["top_bt", constant("dense.kernel", weights["dense.kernel"])], ["dense"])
     node("Add", ["dense", constant("dense.bias", weights["dense.bias"])], ["logits"])
 
-    state_shape = [layers, "batch", hidden]
+    state_shape: list[str | int] = [layers, "batch", hidden]
     graph = helper.make_graph(
         nodes,
         "seqpred_lstm",

@@ -177,7 +177,7 @@ class _Streams:
         for s in watched:
             if self.done[s]:
                 continue
-            piece = self._piece(s, int(chosen[s]))
+            piece = self._piece(int(s), int(chosen[s]))
             self.live[s] += piece
             if self.stop:
                 text = self.live[s]
@@ -196,7 +196,7 @@ class _Streams:
         if self.on_text is not None and self.live is not None and len(self.live[0]) > self.sent:
             self.on_text(self.live[0][self.sent :])
             self.sent = len(self.live[0])
-        if self.stop:
+        if self.stop and self.live is not None:
             return list(self.live)
         ids = np.stack(self.chosen, axis=1) if self.chosen else np.zeros((len(self.done), 0), dtype=np.int32)
         if self.vocab.level == "char":

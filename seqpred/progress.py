@@ -10,6 +10,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -24,7 +25,7 @@ class ConsoleReporter:
             # A log file or a pipe has no width; rich's default of 80 columns would cut the counters.
             self.console = Console(stderr=True, width=160)
         self.progress: Progress | None = None
-        self.task = None
+        self.task: TaskID | None = None
         self.val = "-"
 
     def start(self, total_steps: int, first_step: int, info: dict[str, Any]) -> None:
@@ -54,7 +55,7 @@ class ConsoleReporter:
         )
 
     def step(self, record: dict[str, Any]) -> None:
-        if self.progress is not None:
+        if self.progress is not None and self.task is not None:
             self.progress.update(
                 self.task,
                 completed=record["step"],
@@ -65,7 +66,7 @@ class ConsoleReporter:
 
     def validation(self, record: dict[str, Any]) -> None:
         self.val = f"{record['loss']:.4f}"
-        if self.progress is not None:
+        if self.progress is not None and self.task is not None:
             self.progress.update(self.task, val=self.val)
 
     def end(self, result: Any) -> None:

@@ -51,17 +51,17 @@ class ReferenceModel:
         weights = check_weights(spec, weights)
         self.spec = spec
         self.dtype = dtype
-        w = {name: np.asarray(value, dtype=dtype) for name, value in weights.items()}
+        w: dict[str, np.ndarray] = {name: np.asarray(value, dtype=dtype) for name, value in weights.items()}
         self.kernels = [w[f"lstm.{k}.kernel"] for k in range(spec.layers)]
         self.recurrent = [w[f"lstm.{k}.recurrent_kernel"] for k in range(spec.layers)]
         self.biases = [w[f"lstm.{k}.bias"] for k in range(spec.layers)]
         self.dense_kernel = w["dense.kernel"]
         self.dense_bias = w["dense.bias"]
-        inputs = np.asarray(first_layer_inputs(spec, w), dtype=dtype)
+        inputs: np.ndarray = np.asarray(first_layer_inputs(spec, w), dtype=dtype)
         self.token_gates = inputs @ self.kernels[0] + self.biases[0]
 
     def initial_state(self, batch: int) -> State:
-        zeros = np.zeros((batch, self.spec.hidden), dtype=self.dtype)
+        zeros: np.ndarray = np.zeros((batch, self.spec.hidden), dtype=self.dtype)
         return [(zeros.copy(), zeros.copy()) for _ in range(self.spec.layers)]
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
@@ -85,7 +85,9 @@ class ReferenceModel:
         tokens = np.asarray(tokens, dtype=np.int64)
         if state is None:
             state = self.initial_state(tokens.shape[0])
-        logits = np.empty((tokens.shape[0], tokens.shape[1], self.spec.vocab_size), dtype=self.dtype)
+        logits: np.ndarray = np.empty(
+            (tokens.shape[0], tokens.shape[1], self.spec.vocab_size), dtype=self.dtype
+        )
         for t in range(tokens.shape[1]):
             logits[:, t], state = self.step(tokens[:, t], state)
         return logits, state

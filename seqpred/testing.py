@@ -301,11 +301,13 @@ class BackendConformance:
         for t in range(tokens.shape[1]):
             logits, step_state = model.step(tokens[:, t], step_state)
             stepped.append(logits)
-        tol = dict(rtol=0, atol=self.logit_tolerance)
-        np.testing.assert_allclose(np.concatenate([first, second], axis=1), np.stack(stepped, axis=1), **tol)
+        atol = self.logit_tolerance
+        np.testing.assert_allclose(
+            np.concatenate([first, second], axis=1), np.stack(stepped, axis=1), rtol=0, atol=atol
+        )
         after_forward, _ = model.step(tokens[:, 0], state)
         after_steps, _ = model.step(tokens[:, 0], step_state)
-        np.testing.assert_allclose(after_forward, after_steps, **tol, err_msg="the states differ")
+        np.testing.assert_allclose(after_forward, after_steps, rtol=0, atol=atol, err_msg="the states differ")
 
     @BOTH_INPUTS
     @BOTH_OBJECTIVES

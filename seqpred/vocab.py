@@ -117,7 +117,7 @@ class Vocab:
         """
         if self.level != "char":
             return self.encode(text)
-        ids = np.empty(len(text), dtype=compact_dtype(len(self)))
+        ids: np.ndarray = np.empty(len(text), dtype=compact_dtype(len(self)))
         codes = np.array([ord(t) for t in self.tokens], dtype=np.uint32)
         order = np.argsort(codes)
         sorted_codes = codes[order]
