@@ -57,15 +57,24 @@ def session_options() -> ort.SessionOptions:
 class OnnxModel(Model):
     def __init__(self, spec: ModelSpec, *, seed: int = 0):
         self.spec = spec
-        self.weights: Weights = init_weights(spec, seed)  # the core replaces them with set_weights
+        self.seed = seed
+        # The core always sets the weights; seeded ones are made only if asked for before that, so
+        # that loading a model for generation costs no initialisation (QR decompositions).
+        self._weights: Weights | None = None
         self._session: ort.InferenceSession | None = None  # opened on first use
 
     # -- weights -------------------------------------------------------------------------------
+    @property
+    def weights(self) -> Weights:
+        if self._weights is None:
+            self._weights = init_weights(self.spec, self.seed)
+        return self._weights
+
     def get_weights(self) -> Weights:
         return {name: value.copy() for name, value in self.weights.items()}
 
     def set_weights(self, weights: Weights) -> None:
-        self.weights = {name: value.copy() for name, value in check_weights(self.spec, weights).items()}
+        self._weights = {name: value.copy() for name, value in check_weights(self.spec, weights).items()}
         self._session = None
 
     def session(self) -> ort.InferenceSession:
