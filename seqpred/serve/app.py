@@ -30,7 +30,7 @@ from starlette.routing import Route
 from ..errors import SeqpredError
 from ..generate import Generator
 from ..sampling import SamplingSettings
-from .engine import Done, Engine, Event, Failed, Job, Overloaded
+from .engine import Delta, Done, Engine, Event, Failed, Job, Overloaded
 from .fields import BadRequest, Fields
 from .limits import Limits, read_json
 
@@ -155,13 +155,13 @@ class Pending:
             job.cancel()
         self.service.engine.wake()
 
-    async def events(self) -> AsyncIterator[list[tuple[int, Event]]]:
+    async def events(self) -> AsyncIterator[list[tuple[int, Delta | Done]]]:
         """Everything that arrived since the last call, until every job is done; a failure raises."""
         while not self.finished:
             await self.ready.wait()
             self.ready.clear()
             items, self.items = self.items, []
-            flat = []
+            flat: list[tuple[int, Delta | Done]] = []
             for index, events in items:
                 for event in events:
                     if isinstance(event, Failed):

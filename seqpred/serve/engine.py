@@ -245,7 +245,9 @@ class Engine:
             except Exception as exc:  # a backend failure: end every job in the batch, keep serving
                 reason = str(exc).splitlines()[0] if str(exc) else ""
                 message = f"generation failed: {type(exc).__name__}" + (f": {reason}" if reason else "")
-                failed = [(job, [Failed(message)]) for job in [r.job for r in self._running] + admitted]
+                failed: list[tuple[Job, list[Event]]] = [
+                    (job, [Failed(message)]) for job in [r.job for r in self._running] + admitted
+                ]
                 self._running = []
                 self._logits = self._logits[:0]
                 self._state = None
@@ -273,7 +275,7 @@ class Engine:
             if job.score:
                 out.append((job, [Done([self._score(job)])]))
             elif job.length == 0:
-                empty = [] if job.logprobs is not None else None
+                empty: list[TokenScore] | None = [] if job.logprobs is not None else None
                 out.append((job, [Done([Sample("", "length", 0, empty) for _ in range(job.rows)])]))
             else:
                 logits, state = self._prefill(job)
@@ -386,13 +388,15 @@ class Engine:
     def _token_scores(self, running: _Running, chosen: np.ndarray, logits: np.ndarray) -> list[TokenScore]:
         logp = log_softmax(np.asarray(logits, dtype=np.float64))
         top = np.argsort(-logp, axis=-1, kind="stable")[:, : running.job.logprobs or 0]
+        pieces = running.pieces
+        assert pieces is not None, "a job that asks for scores collects its pieces"
         scores = []
         for i, token in enumerate(chosen):
             tracker = running.piece_streams[i]
             alternatives = {self._piece(tracker, int(t)): float(logp[i, t]) for t in top[i]}
             tracker.add(chosen[i : i + 1])
-            scores.append(TokenScore("".join(running.pieces[i]), float(logp[i, token]), alternatives))
-            running.pieces[i].clear()
+            scores.append(TokenScore("".join(pieces[i]), float(logp[i, token]), alternatives))
+            pieces[i].clear()
         return scores
 
     def _piece(self, tracker: _Streams, token: int) -> str:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
+
+#: The type of a field's default: the field's own type, or None for an optional field.
+Default = TypeVar("Default", int, float, None)
 
 _MISSING = object()
 
@@ -49,8 +52,8 @@ class Fields:
         return value
 
     def integer(
-        self, name: str, default: int | None, low: int | None = None, high: int | None = None
-    ) -> int | None:
+        self, name: str, default: Default, low: int | None = None, high: int | None = None
+    ) -> int | Default:
         value = self._get(name)
         if value is _MISSING:
             return default
@@ -66,12 +69,12 @@ class Fields:
     def number(
         self,
         name: str,
-        default: float | None,
+        default: Default,
         *,
         low: float,
         high: float,
         low_open: bool = False,
-    ) -> float | None:
+    ) -> float | Default:
         value = self._get(name)
         if value is _MISSING:
             return default

@@ -156,7 +156,7 @@ class _Common:
         )
 
     def prompt_tokens(self, prime: str) -> int:
-        return len(self.service.vocab.encode(prime, self.unknown)) if prime else 0  # type: ignore[arg-type]
+        return len(self.service.vocab.encode(prime, self.unknown)) if prime else 0
 
     def usage(self, prompt_tokens: int, samples: list[Sample]) -> dict[str, int]:
         completion = sum(s.tokens for s in samples)
