@@ -1,4 +1,5 @@
-"""The keras backend: the conformance kit, its plugin and pinned Keras, and what the kit leaves out."""
+"""The keras backend: its plugin and pinned Keras, and what the conformance kit (run on it in
+tests/test_conformance.py) leaves out."""
 
 from __future__ import annotations
 
@@ -13,17 +14,11 @@ import pytest
 from seqpred.backend import OptimizerSettings
 from seqpred.errors import BackendError
 from seqpred.reference import ReferenceModel
-from seqpred.testing import BackendConformance, perturbed_weights
+from seqpred.testing import perturbed_weights
 from seqpred.train import build_model
 from tests.backend_helpers import loaded, needs_keras, needs_torch, stepped_logits, tiny_spec
 
 pytestmark = needs_keras
-
-
-class TestKerasBackend(BackendConformance):
-    @pytest.fixture
-    def backend_name(self):
-        return "keras"
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
