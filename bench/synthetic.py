@@ -59,7 +59,7 @@ class Synthetic:
     """The corpus' parameters: the dependency's distance in characters, the key rate, the letters."""
 
     distance: int = 20
-    key_rate: float = 0.125
+    key_rate: float = 0.05
     letters: int = 16
 
     def __post_init__(self) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from bench.synthetic import BOTH, ECHO, KEY, LETTERS, PLAIN, Synthetic, conditional_entropy
 
-CASES = [Synthetic(), Synthetic(distance=10, key_rate=0.3, letters=4), Synthetic(24, 0.05, 8)]
+CASES = [Synthetic(), Synthetic(distance=10, key_rate=0.3, letters=4), Synthetic(24, 0.125, 8)]
 SAMPLE = 1_000_000  # characters: the plug-in estimates below are then within about 0.005 bits
 TOLERANCE = 0.01
 
@@ -21,11 +21,15 @@ def ids_of(text: str) -> np.ndarray:
     return table[np.frombuffer(text.encode("ascii"), dtype=np.uint8)]
 
 
-def test_the_entropy_rates_of_the_default_corpus():
+def test_the_entropy_rates_by_hand():
     # h(1/8) = 0.5435644 bits; (h + 7/8 * 4) / 2 and (2 h + 4) / 2
-    with_memory, without = Synthetic().entropy_rates()
+    with_memory, without = Synthetic(key_rate=0.125, letters=16).entropy_rates()
     assert with_memory == pytest.approx(2.0217822, abs=1e-7)
     assert without == pytest.approx(2.5435644, abs=1e-7)
+    # the default: h(1/20) = 0.2863970 bits; (h + 19/20 * 4) / 2 and (2 h + 4) / 2
+    with_memory, without = Synthetic().entropy_rates()
+    assert with_memory == pytest.approx(2.0431985, abs=1e-7)
+    assert without == pytest.approx(2.2863970, abs=1e-7)
 
 
 @pytest.mark.parametrize("corpus", CASES, ids=lambda c: f"d{c.distance}-p{c.key_rate}-k{c.letters}")
