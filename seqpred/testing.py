@@ -29,7 +29,11 @@ Fixture contract
 Tests for an objective the backend does not list in ``Backend.objectives`` are skipped, with the
 reason given, and so are the tests that train (marked :func:`trains`) for an inference-only backend
 (``Backend.trains = False``). The kit compares logits with :class:`seqpred.reference.ReferenceModel`
-to within :attr:`BackendConformance.logit_tolerance`.
+to within :attr:`BackendConformance.logit_tolerance`, and training with
+:class:`seqpred.reference_trainer.ReferenceTrainer` (the same Adam, clipping and loss, in NumPy),
+run beside the backend from the same weights and batches and called in the order the trainer calls
+a model; dropout, whose masks no two frameworks draw alike, it measures from outside with the
+weights of :mod:`seqpred.dropout_probe`.
 
 This module is imported only by tests: importing :mod:`seqpred` does not import it. It imports
 pytest and NumPy and no deep-learning framework.
@@ -46,12 +50,13 @@ from .backend import BACKEND_ATTRIBUTES, MODEL_METHODS, Backend, Model, Optimize
 from .config import resolve
 from .data import TrainBatches, split_validation
 from .dropout_probe import PLACEMENTS, dropout_problems, kept_sum, probe_batch, probe_spec, probe_weights
+from .models import build_model, implements
 from .reference import ReferenceModel, cross_entropy
 from .reference_trainer import ReferenceTrainer
 from .registry import get_registry
 from .runs import OPTIMIZER_FILE, load_run, load_tensors
 from .spec import OBJECTIVES, ModelSpec
-from .train import Trainer, build_model, evaluate
+from .train import Trainer, evaluate
 from .vocab import build_char_vocab_and_ids
 from .weights import Weights, canonical_shapes, init_weights
 
@@ -698,7 +703,7 @@ class BackendConformance:
         spec = self.spec()
         weights = perturbed_weights(spec)
         model = self.make_model(backend_name, spec, device, weights=weights, settings=OptimizerSettings())
-        if type(model).train_batch_carried is Model.train_batch_carried:
+        if not implements(model, "train_batch_carried"):
             pytest.skip(f"backend {backend_name!r} does not implement train_batch_carried (--state carry)")
         reference = ReferenceModel(spec, weights)
         rng = np.random.default_rng(6)
