@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from seqpred.backend import OptimizerSettings
+from seqpred.errors import BackendError
 from seqpred.models import build_model
 from seqpred.registry import get_registry
 from seqpred.testing import BackendConformance, perturbed_weights
@@ -118,3 +119,15 @@ def test_backends_shows_which_backends_train(cli):
     listed = {row["name"]: row for row in json.loads(cli("backends", "--json").stdout)}
     assert listed["onnx"]["trains"] is False and listed["onnx"]["distribution"] == "seqpred-onnx"
     assert listed["torch"]["trains"] is True
+
+
+def test_the_threads_come_from_the_environment(cli, monkeypatch, tmp_path):
+    spec = tiny_spec()
+    monkeypatch.setenv("SEQPRED_ONNX_THREADS", "1")
+    model = onnx_model(spec, perturbed_weights(spec))
+    assert model.session().get_session_options().intra_op_num_threads == 1
+    monkeypatch.setenv("SEQPRED_ONNX_THREADS", "many")
+    with pytest.raises(
+        BackendError, match="SEQPRED_ONNX_THREADS must be a whole number of threads, got 'many'"
+    ):
+        build_model("onnx", spec, "cpu", 0)

@@ -32,13 +32,16 @@ _INFERENCE_ONLY = (
 
 
 def session_options() -> ort.SessionOptions:
-    """The settings that measured fastest for this graph (see bench/generate.py): every graph
-    optimisation, sequential execution, and at most two intra-op threads, which a one-step graph of
-    a few small matrix products cannot keep busy beyond that."""
+    """The settings that generated fastest in bench/onnx_session_options.py on a shared 2-core
+    machine: two intra-op threads that sleep rather than spin between the graph's small operators
+    (spinning threads lose their share of a busy CPU), the basic graph optimisations (constant
+    folding, redundant nodes removed; the extended ones gained nothing here), sequential execution,
+    and the NumPy arrays fed directly (I/O binding gained nothing)."""
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     value = os.environ.get(THREADS_VARIABLE, "")
     if value:
         try:
@@ -61,6 +64,7 @@ class OnnxModel(Model):
         # The core always sets the weights; seeded ones are made only if asked for before that, so
         # that loading a model for generation costs no initialisation (QR decompositions).
         self._weights: Weights | None = None
+        self._options = session_options()  # here, so that a bad SEQPRED_ONNX_THREADS stops create_model
         self._session: ort.InferenceSession | None = None  # opened on first use
 
     # -- weights -------------------------------------------------------------------------------
@@ -81,7 +85,7 @@ class OnnxModel(Model):
         """The onnxruntime session over the exported graph of the current weights."""
         if self._session is None:
             graph = build_graph(self.spec, self.weights).SerializeToString()
-            self._session = ort.InferenceSession(graph, session_options(), providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(graph, self._options, providers=["CPUExecutionProvider"])
         return self._session
 
     # -- inference -----------------------------------------------------------------------------
