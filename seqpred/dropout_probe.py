@@ -60,7 +60,8 @@ def probe_spec(placement: str, *, vocab_size: int, hidden: int, dropout: float, 
     )
 
 
-def _sums(spec: ModelSpec, placement: str) -> bool:
+def _sums(placement: str) -> bool:
+    """Whether the probe's top layer is a summing one (else an emitter)."""
     return placement == "between-layers"
 
 
@@ -85,7 +86,7 @@ def probe_weights(spec: ModelSpec, placement: str) -> Weights:
     weights = {name: np.zeros(shape) for name, shape in canonical_shapes(spec).items()}
     for k in range(spec.layers):
         weights[f"lstm.{k}.bias"] = _gates(h, _CANDIDATE)
-    if _sums(spec, placement):
+    if _sums(placement):
         w, dense = _summing_scales(h)
         weights["lstm.1.bias"] = _gates(h, 0.0)
         weights["lstm.1.kernel"][:, 2 * h] = w  # unit 0's candidate: w times the sum of the inputs
@@ -106,7 +107,7 @@ def kept_sum(spec: ModelSpec, placement: str, loss: float) -> float:
     """S, the sum of the probed layer's dropout multipliers, from the probe's ``loss``."""
     excess = math.exp(loss) - (spec.vocab_size - 1)
     logit = math.log(max(excess, 1e-30))
-    if _sums(spec, placement):
+    if _sums(placement):
         w, dense = _summing_scales(spec.hidden)
         top = min(logit / dense, 1 - 1e-7)
         return math.atanh(min(math.atanh(top), 1 - 1e-7)) / (w * _EMITTED)
