@@ -163,7 +163,14 @@ class Backend(ABC):
 
     name: str = ""
     description: str = ""
+    #: Device kinds the backend runs on, from :data:`seqpred.devices.KINDS` (``cpu``, ``cuda``); the
+    #: core checks the user's device against them and passes ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
     devices: tuple[str, ...] = ("cpu",)
+    #: Modules the backend imports in :meth:`create_model` (its framework), found without importing
+    #: them: a backend whose framework is missing is listed as unusable, with ``install``.
+    requires: tuple[str, ...] = ()
+    #: The command that installs what ``requires`` names, shown when something is missing.
+    install: str = ""
     objectives: tuple[str, ...] = ("sequence", "last")
     trains: bool = True
 

@@ -27,7 +27,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -349,13 +349,41 @@ def history_until(path: Path, step: int) -> bytes:
     return "".join(kept).encode("utf-8")
 
 
-def new_meta(backend: str) -> dict[str, Any]:
-    return {
-        "format": "seqpred-run",
-        "format_version": FORMAT_VERSION,
-        "seqpred_version": __version__,
-        "backend": backend,
-    }
+@dataclass
+class RunRecord:
+    """``run.json``: the format, who trains the run, and its progress at the last checkpoint."""
+
+    backend: str
+    device: str = "cpu"
+    status: str = "training"  # training, finished, early-stopped, time-limit, interrupted
+    step: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    waited: int = 0  # validations since the best one
+    schedule: dict[str, Any] = field(default_factory=dict)  # the learning-rate schedule's state
+    format: str = "seqpred-run"
+    format_version: int = FORMAT_VERSION
+    seqpred_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], path: Path) -> RunRecord:
+        """The record of ``data`` (checked by :func:`check_format`); a RunError naming what is wrong."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        kinds: dict[str, Any] = {"step": int, "tokens": int, "waited": int, "seconds": (int, float)}
+        kinds["backend"] = str
+        for name, kind in kinds.items():
+            if name in values and (not isinstance(values[name], kind) or isinstance(values[name], bool)):
+                raise RunError(f"{path / RUN_FILE}: {name} has the wrong type; {_DAMAGED}")
+        if not isinstance(values.get("schedule", {}) or {}, dict):
+            raise RunError(f"{path / RUN_FILE}: schedule must be an object; {_DAMAGED}")
+        values["schedule"] = values.get("schedule") or {}
+        return cls(**values)
 
 
 def is_run(path: Path) -> bool:

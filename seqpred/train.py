@@ -9,8 +9,6 @@ stops with exit code 130.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import math
 import signal
@@ -25,21 +23,22 @@ import numpy as np
 
 from . import runs
 from .backend import Model, OptimizerSettings
-from .config import RESUMABLE, TrainConfig
+from .config import FIELDS, RESUMABLE, TrainConfig
 from .corpus import read_corpus
 from .data import StripeBatches, TrainBatches, split_validation
+from .devices import check_device
 from .errors import BackendError, CorpusError, RunError, SeqpredError, UsageError
 from .metrics import summary
-from .models import build_model
+from .models import build_model, implements
 from .registry import get_registry
+from .run_folder import RunWriter
+from .runs import RunRecord
 from .schedule import Schedule
 from .scoring import carried_loss, validation_stripes
 from .scoring import window_loss as evaluate
 from .spec import ModelSpec
 from .vocab import Vocab, build_char_vocab_and_ids
-from .weights import init_weights
-
-LOCK_FILE = ".lock"
+from .weights import check_weights, init_weights
 
 
 class TrainingInterrupted(SeqpredError):
@@ -112,115 +111,74 @@ class _StopSignals:
             signal.signal(sig, handler)
 
 
-@contextlib.contextmanager
-def _locked(folder: Path):
-    """Hold an exclusive lock on ``folder`` so two trainings never write one run."""
-    handle = (folder / LOCK_FILE).open("a")
+def resumed_config(out: Path, overrides: dict[str, Any]) -> TrainConfig:
+    """The stored configuration of the run in ``out`` with the ``overrides`` that resume may change."""
+    if not out.is_dir():
+        raise RunError(f"{out}: no such run folder to resume")
+    runs.check_format(runs.read_json(out / runs.RUN_FILE, "run metadata"), out)
+    stored = runs.read_json(out / runs.TRAIN_FILE, "training configuration")
+    if not isinstance(stored, dict):
+        raise RunError(f"{out / runs.TRAIN_FILE}: not a table of options; restore it or train again")
+    # Runs written before the option existed had dropout after the last layer too.
+    stored.setdefault("output_dropout", True)
+    unknown = sorted(set(stored) - FIELDS)
+    if unknown or not stored.get("corpus"):
+        what = f"unknown option(s) {', '.join(unknown)}" if unknown else "no corpus"
+        raise RunError(f"{out / runs.TRAIN_FILE}: {what}; restore the file from a copy or train again")
+    fixed = sorted(
+        k for k, v in overrides.items() if v is not None and k not in RESUMABLE and stored.get(k) != v
+    )
+    if fixed:
+        names = ", ".join("--" + k.replace("_", "-") for k in fixed)
+        raise UsageError(f"cannot change {names} when resuming; start a new run instead")
+    config = TrainConfig(**stored)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise UsageError(
-            f"{folder}: another seqpred training is writing this run folder; "
-            f"wait for it to finish or stop it first"
+        config.check()
+    except UsageError as exc:
+        raise RunError(
+            f"{out / runs.TRAIN_FILE}: {exc}; restore the file from a copy or train again"
         ) from None
-    try:
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+    changes = {k: v for k, v in overrides.items() if v is not None and k in RESUMABLE}
+    config = replace(config, **changes)
+    config.check()
+    return config
 
 
 class Trainer:
-    """One training run writing to one run folder."""
+    """One training run writing to one run folder: a new run, or with :meth:`resume` an old one."""
 
     def __init__(
         self,
-        config: TrainConfig | None,
+        config: TrainConfig,
         out: str | Path,
         *,
         reporter: Reporter | None = None,
         force: bool = False,
-        resume: bool = False,
-        overrides: dict[str, Any] | None = None,
     ):
+        config.check()  # every option before any file is touched
+        self.config = config
         self.out = Path(out)
+        self.folder = RunWriter(self.out)
         self.reporter = reporter or SilentReporter()
         self.force = force
-        self.resume = resume
-        self.config = config if not resume else self._resumed_config(overrides or {})
+        self.resuming = False
         self._carried: np.ndarray | None = None  # --state carry: the state the next batch starts from
-        if self.config is None:
-            raise UsageError("a training configuration is needed")
 
-    def _resumed_config(self, overrides: dict[str, Any]) -> TrainConfig:
-        if not self.out.is_dir():
-            raise RunError(f"{self.out}: no such run folder to resume")
-        runs.check_format(runs.read_json(self.out / runs.RUN_FILE, "run metadata"), self.out)
-        stored = runs.read_json(self.out / runs.TRAIN_FILE, "training configuration")
-        # Runs written before the option existed had dropout after the last layer too.
-        stored.setdefault("output_dropout", True)
-        fixed = sorted(
-            k for k, v in overrides.items() if v is not None and k not in RESUMABLE and stored.get(k) != v
-        )
-        if fixed:
-            names = ", ".join("--" + k.replace("_", "-") for k in fixed)
-            raise UsageError(f"cannot change {names} when resuming; start a new run instead")
-        try:
-            config = TrainConfig(**stored)
-        except TypeError as exc:
-            raise RunError(f"{self.out / runs.TRAIN_FILE}: {exc}") from None
-        changes = {k: v for k, v in overrides.items() if v is not None and k in RESUMABLE}
-        config = replace(config, **changes)
-        config.check()
-        return config
-
-    # -- folder ----------------------------------------------------------------------------
-    def _prepare_folder(self) -> None:
-        out = self.out
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"{out}: exists and is not a folder")
-        if runs.is_run(out) and not self.force:
-            raise UsageError(
-                f"{out}: already holds a run; use --resume {out} to continue it or --force to replace it"
-            )
-        if out.exists() and not runs.is_run(out) and any(p.name != LOCK_FILE for p in out.iterdir()):
-            raise UsageError(f"{out}: folder is not empty and holds no run; choose a new --out")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise UsageError(
-                f"{out}: cannot write there ({exc.strerror or exc}); choose another --out"
-            ) from None
-
-    def _remove_stale_temporaries(self) -> None:
-        """Temporary files of a write that a kill cut short; the lock says no one else is writing."""
-        for path in self.out.glob(".*.tmp"):
-            path.unlink(missing_ok=True)
-
-    def _clear_previous_run(self) -> None:
-        for name in (
-            runs.RUN_FILE,
-            runs.LATEST_FILE,
-            runs.BEST_FILE,
-            runs.OPTIMIZER_FILE,
-            runs.CARRIED_STATE_FILE,
-            runs.HISTORY_FILE,
-        ):
-            (self.out / name).unlink(missing_ok=True)
+    @classmethod
+    def resume(
+        cls, out: str | Path, overrides: dict[str, Any] | None = None, *, reporter: Reporter | None = None
+    ) -> Trainer:
+        """The trainer that continues the run in ``out`` from its latest checkpoint."""
+        trainer = cls(resumed_config(Path(out), overrides or {}), out, reporter=reporter)
+        trainer.resuming = True
+        return trainer
 
     # -- run -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         config = self.config
-        stored_vocab = None
-        if self.resume:
-            stored = runs.load_run(self.out, "latest")
-            stored_vocab = stored.vocab
+        stored = runs.load_run(self.out, "latest") if self.resuming else None
         text = read_corpus(config.corpus, lower=config.lower)
-        vocab, ids = encode_corpus(text, config.level, stored_vocab)
+        vocab, ids = encode_corpus(text, config.level, stored.vocab if stored else None)
         del text  # the ids are all training needs; a large corpus should not be held twice
         if len(vocab) < 2:
             raise CorpusError(
@@ -230,7 +188,9 @@ class Trainer:
         spec = config.model_spec(len(vocab))
         train_ids, val_ids = split_validation(ids, config.val_fraction, spec.seq_len)
         if config.state == "carry":
-            batches = StripeBatches(train_ids, spec.seq_len, config.batch_size, config.seed)
+            batches: TrainBatches | StripeBatches = StripeBatches(
+                train_ids, spec.seq_len, config.batch_size, config.seed
+            )
         else:
             batches = TrainBatches(train_ids, spec.seq_len, config.batch_size, spec.objective, config.seed)
         total_steps = batches.batches_per_epoch * config.epochs
@@ -246,70 +206,63 @@ class Trainer:
             config.plateau_patience,
         )
 
-        get_registry().trainer(config.backend)  # an unknown or inference-only one: before any folder is made
-        if not self.resume:
-            self._prepare_folder()
-        with _locked(self.out):
-            self._remove_stale_temporaries()
+        # An unknown or inference-only backend, or a device it does not offer: before any folder is made.
+        backend = get_registry().trainer(config.backend)
+        check_device(config.backend, tuple(getattr(backend, "devices", ("cpu",))), config.device)
+        if not self.resuming:
+            self.folder.prepare(force=self.force)
+        with self.folder.locked():
             model = build_model(config.backend, spec, config.device, config.seed)
-            if config.state == "carry" and type(model).train_batch_carried is Model.train_batch_carried:
+            if config.state == "carry" and not implements(model, "train_batch_carried"):
                 raise BackendError(
                     f"backend {config.backend!r} cannot train with --state carry (its model has no "
                     f"train_batch_carried); use --state reset"
                 )
             model.configure_training(OptimizerSettings(clip=config.clip))
-            if self.resume:
-                meta = self._restore(model, stored, schedule)
+            if stored is not None:
+                record = self._restore(model, stored, schedule)
             else:
                 if self.force:
-                    self._clear_previous_run()
+                    self.folder.clear()
                 model.set_weights(init_weights(spec, config.seed))
-                meta = self._start(spec, vocab)
+                record = self.folder.start(spec, config, vocab, config.backend, config.device)
                 # A checkpoint at step 0 makes the folder a loadable run from the first moment.
-                self._checkpoint(model, meta, 0, 0, 0.0, schedule, False)
-            return self._loop(model, spec, batches, val_ids, total_steps, schedule, meta)
+                self._checkpoint(model, record, schedule, improved=False)
+            return self._loop(model, spec, batches, val_ids, total_steps, schedule, record)
 
-    def _start(self, spec: ModelSpec, vocab: Vocab) -> dict[str, Any]:
-        runs.atomic_write_json(self.out / runs.MODEL_FILE, spec.to_dict())
-        runs.atomic_write_json(self.out / runs.TRAIN_FILE, self.config.to_dict())
-        runs.atomic_write_bytes(self.out / runs.VOCAB_FILE, vocab.to_json().encode("utf-8"))
-        runs.atomic_write_bytes(self.out / runs.HISTORY_FILE, b"")
-        meta = runs.new_meta(self.config.backend)
-        meta.update(
-            device=self.config.device,
-            status="training",
-            step=0,
-            tokens=0,
-            seconds=0.0,
-            best_val_loss=None,
-            best_step=None,
-            waited=0,
-            schedule={},
-        )
-        return meta
-
-    def _restore(self, model: Model, stored: runs.Run, schedule: Schedule) -> dict[str, Any]:
-        meta = stored.meta
+    def _restore(self, model: Model, stored: runs.Run, schedule: Schedule) -> RunRecord:
+        record = RunRecord.from_dict(stored.meta, self.out)
         model.set_weights(stored.weights)
         if (self.out / runs.OPTIMIZER_FILE).exists():
             model.set_optimizer_state(runs.load_tensors(self.out / runs.OPTIMIZER_FILE))
         if self.config.state == "carry" and (self.out / runs.CARRIED_STATE_FILE).exists():
-            self._carried = runs.load_tensors(self.out / runs.CARRIED_STATE_FILE)["state"]
-        schedule.load_state(meta.get("schedule") or {})
+            self._carried = self._checked_state(runs.load_tensors(self.out / runs.CARRIED_STATE_FILE))
+        schedule.load_state(record.schedule)
         # Records written after the checkpoint belong to steps that will be trained again.
-        step = int(meta.get("step", 0))
         history = self.out / runs.HISTORY_FILE
-        runs.atomic_write_bytes(history, runs.history_until(history, step))
+        runs.atomic_write_bytes(history, runs.history_until(history, record.step))
         runs.atomic_write_json(self.out / runs.TRAIN_FILE, self.config.to_dict())
-        meta["status"] = "training"
-        return meta
+        record.status = "training"
+        record.device = self.config.device
+        return record
 
-    def _loop(self, model, spec, batches, val_ids, total_steps, schedule, meta) -> TrainResult:
+    def _checked_state(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
+        state = tensors.get("state")
+        layers, hidden = self.config.layers, self.config.hidden
+        ok = state is not None and state.ndim == 4 and state.shape[:2] == (layers, 2)
+        if state is None or not ok or state.shape[3] != hidden or not np.all(np.isfinite(state)):
+            raise RunError(
+                f"{self.out / runs.CARRIED_STATE_FILE}: not the carried state of this run; "
+                f"restore the file from a copy or train again"
+            )
+        return np.asarray(state, dtype=np.float32)
+
+    def _loop(self, model, spec, batches, val_ids, total_steps, schedule, record: RunRecord) -> TrainResult:
         config = self.config
-        first = int(meta["step"])
-        best = meta["best_val_loss"] if meta.get("best_val_loss") is not None else math.inf
-        tokens = int(meta.get("tokens", 0))
-        seconds_before = float(meta.get("seconds", 0.0))
+        first = record.step
+        best = record.best_val_loss if record.best_val_loss is not None else math.inf
+        tokens = record.tokens
+        seconds_before = float(record.seconds)
         self.reporter.start(
             total_steps,
             first,
@@ -320,7 +273,7 @@ class Trainer:
                 "train_tokens": len(batches.ids),
                 "val_tokens": len(val_ids),
                 "steps_per_epoch": batches.batches_per_epoch,
-                "resumed": self.resume,
+                "resumed": self.resuming,
             },
         )
         result = TrainResult(run=self.out, steps=first, val=None, best_val=None)
@@ -344,15 +297,13 @@ class Trainer:
                 else:
                     loss = model.train_batch(batch.inputs, batch.targets, lr, step=step)
                 if not math.isfinite(loss):
-                    raise RunError(
-                        f"training diverged at step {step + 1} (loss {loss}); try a lower --lr or --clip"
-                    )
+                    raise self._diverged(step + 1, f"the loss is {loss}")
                 step += 1
                 tokens += batch.predicted_tokens
                 run_tokens += batch.predicted_tokens
                 elapsed = time.perf_counter() - started
                 epoch, index = divmod(step, batches.batches_per_epoch)
-                record = {
+                entry = {
                     "event": "train",
                     "step": step,
                     "epoch": epoch + (index > 0),
@@ -362,26 +313,29 @@ class Trainer:
                     "tokens_per_s": run_tokens / elapsed if elapsed > 0 else 0.0,
                     "time": seconds_before + elapsed,
                 }
-                history.write(json.dumps(record) + "\n")
+                history.write(json.dumps(entry) + "\n")
                 result.losses.append(loss)
-                self.reporter.step(record)
+                self.reporter.step(entry)
 
                 out_of_time = config.time_limit is not None and seconds_before + elapsed >= config.time_limit
                 ending = step == total_steps or out_of_time or signals.received is not None
+                record.step, record.tokens, record.seconds = step, tokens, seconds_before + elapsed
                 if len(val_ids) and (step % config.val_every == 0 or index == 0 or ending):
                     val_loss = evaluate(model, val_ids, spec)
                     carried = carried_loss(model, val_ids, stripes=stripes)
+                    if not math.isfinite(val_loss):
+                        raise self._diverged(step, f"the validation loss is {val_loss}")
                     schedule.observe(val_loss)
                     improved = val_loss < best
                     if improved:
-                        best, meta["best_val_loss"], meta["best_step"], meta["waited"] = (
+                        best, record.best_val_loss, record.best_step, record.waited = (
                             val_loss,
                             val_loss,
                             step,
                             0,
                         )
                     else:
-                        meta["waited"] = int(meta.get("waited", 0)) + 1
+                        record.waited += 1
                     carried_summary = {f"carried_{k}": v for k, v in summary(carried).items()}
                     val_record = {
                         "event": "validation",
@@ -393,22 +347,22 @@ class Trainer:
                     history.write(json.dumps(val_record) + "\n")
                     result.val = {**summary(val_loss), **carried_summary}
                     self.reporter.validation(val_record)
-                    early = config.patience is not None and meta["waited"] >= config.patience
+                    early = config.patience is not None and record.waited >= config.patience
                     if early and not ending:
                         status, ending = "early-stopped", True
                     history.flush()
-                    self._checkpoint(model, meta, step, tokens, seconds_before + elapsed, schedule, improved)
+                    self._checkpoint(model, record, schedule, improved=improved)
                 elif ending:
                     history.flush()
-                    self._checkpoint(model, meta, step, tokens, seconds_before + elapsed, schedule, False)
+                    self._checkpoint(model, record, schedule, improved=False)
                 if signals.received is not None:
                     status = "interrupted"
                 elif out_of_time and step < total_steps:
                     status = "time-limit"
                 if ending or status != "finished":
                     break
-        meta["status"] = status
-        runs.atomic_write_json(self.out / runs.RUN_FILE, meta)
+        record.status = status
+        self.folder.finish(record)
         result.steps = step
         result.status = status
         result.best_val = best if math.isfinite(best) else None
@@ -422,31 +376,27 @@ class Trainer:
             )
         return result
 
+    def _diverged(self, step: int, what: str) -> RunError:
+        saved = self.folder.committed_step()
+        kept = f"the checkpoint of step {saved} is kept" if saved is not None else "nothing was saved"
+        return RunError(f"training diverged at step {step} ({what}); {kept}; try a lower --lr or --clip")
+
     @staticmethod
     def _zero_state(spec: ModelSpec, batch: int) -> np.ndarray:
         return np.zeros((spec.layers, 2, batch, spec.hidden), dtype=np.float32)
 
-    def _checkpoint(self, model, meta, step, tokens, seconds, schedule, improved) -> None:
-        """Save weights, optimizer state and progress; ``run.json`` last, as the commit point."""
+    def _checkpoint(self, model: Model, record: RunRecord, schedule: Schedule, *, improved: bool) -> None:
+        """Save weights, optimizer and carried state and ``run.json``, all or nothing; never a NaN."""
         try:
-            weights = runs.tensor_bytes(model.get_weights(), {"step": str(step)})
-            with runs.Commit() as commit:  # every file written before any replaces its old version
-                commit.write_bytes(self.out / runs.LATEST_FILE, weights)
-                if improved:
-                    commit.write_bytes(self.out / runs.BEST_FILE, weights)
-                with contextlib.suppress(NotImplementedError):  # optional: a backend may not resume
-                    commit.write_tensors(self.out / runs.OPTIMIZER_FILE, model.get_optimizer_state())
-                if self._carried is not None:
-                    commit.write_tensors(self.out / runs.CARRIED_STATE_FILE, {"state": self._carried})
-                state = dict(step=step, tokens=tokens, seconds=seconds, schedule=schedule.state())
-                commit.write_json(self.out / runs.RUN_FILE, {**meta, **state})
-            meta.update(state)
-        except OSError as exc:
-            raise RunError(
-                f"{self.out}: could not save the checkpoint of step {step} ({exc.strerror or exc}); "
-                f"the previous checkpoint (step {meta.get('step', 0)}) is intact; free some space and "
-                f"continue with: seqpred train --resume {self.out}"
-            ) from None
+            weights = check_weights(model.spec, model.get_weights(), "the weights after training")
+        except RunError:
+            raise self._diverged(record.step, "the weights hold NaN or infinite values") from None
+        try:
+            optimizer: dict[str, np.ndarray] | None = model.get_optimizer_state()
+        except NotImplementedError:  # optional: a backend that cannot resume
+            optimizer = None
+        record.schedule = schedule.state()
+        self.folder.checkpoint(record, weights, optimizer=optimizer, carried=self._carried, improved=improved)
 
 
 def train(config: TrainConfig, out: str | Path, **kwargs: Any) -> TrainResult:
@@ -456,4 +406,4 @@ def train(config: TrainConfig, out: str | Path, **kwargs: Any) -> TrainResult:
 
 def resume(out: str | Path, overrides: dict[str, Any] | None = None, **kwargs: Any) -> TrainResult:
     """Continue the run in ``out`` from its latest checkpoint."""
-    return Trainer(None, out, resume=True, overrides=overrides, **kwargs).run()
+    return Trainer.resume(out, overrides, **kwargs).run()

@@ -22,9 +22,9 @@ from seqpred.runs import (
     TRAIN_FILE,
     VOCAB_FILE,
     Run,
+    RunRecord,
     json_bytes,
     load_run,
-    new_meta,
     tensor_bytes,
 )
 from seqpred.spec import ModelSpec
@@ -40,7 +40,7 @@ FILES = (*JSON_FILES, LATEST_FILE)
 
 
 def valid_files() -> dict[str, bytes]:
-    meta = {**new_meta("torch"), "status": "training", "step": 0, "best_val_loss": None, "schedule": {}}
+    meta = RunRecord("torch").to_dict()
     return {
         RUN_FILE: json_bytes(meta),
         MODEL_FILE: json_bytes(SPEC.to_dict()),

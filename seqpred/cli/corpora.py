@@ -1,16 +1,16 @@
 """``seqpred corpus``: list the catalogue of named corpora and download them into the cache folder.
 
-The sub-app is mounted by :mod:`seqpred.cli`. This module does not import it at load time (that module
-imports this one), so the CLI's one-line error handling is looked up when a command runs.
+Errors become one line in the root group, as for every command (:mod:`seqpred.cli.app`).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from .app import app
 
 corpus_app = typer.Typer(
     name="corpus",
@@ -22,27 +22,14 @@ corpus_app = typer.Typer(
 )
 
 
-def _guarded(func):
-    """Report seqpred's errors the way every other command does, resolving the handler at call time."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from .cli import guarded
-
-        return guarded(func)(*args, **kwargs)
-
-    return wrapper
-
-
 @corpus_app.command("list")
-@_guarded
 def list_corpora(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """List the named corpora: size, whether a verified copy is cached (and where), and what each is."""
-    from .corpora import CATALOGUE, cache_dir, cache_path, status
+    from ..corpora import CATALOGUE, cache_dir, cache_path, status
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in sorted(CATALOGUE):
         entry = CATALOGUE[name]
         rows.append(
@@ -79,7 +66,6 @@ def list_corpora(
 
 
 @corpus_app.command("download")
-@_guarded
 def download_corpus(
     name: Annotated[str, typer.Argument(help="Catalogue name (see seqpred corpus list).")],
     force: Annotated[
@@ -91,7 +77,7 @@ def download_corpus(
     Only the path goes to standard output, so ``$(seqpred corpus download NAME)`` can feed another
     command; one note on what happened goes to standard error, and on failure only the error line.
     """
-    from .corpora import download
+    from ..corpora import download
 
     result = download(name, force=force)
     if result.downloaded:
@@ -99,3 +85,6 @@ def download_corpus(
     else:
         typer.echo(f"{name}: already cached and verified (use --force to download again)", err=True)
     typer.echo(str(result.path))
+
+
+app.add_typer(corpus_app, name="corpus")

@@ -8,7 +8,9 @@ from seqpred import Backend, ModelSpec, hookimpl
 class KerasBackend(Backend):
     name = "keras"
     description = "Keras 3 LSTM on TensorFlow; CPU or GPU"
-    devices = ("cpu", "gpu")
+    devices = ("cpu", "cuda")
+    requires = ("tensorflow", "keras")
+    install = "pip install tensorflow keras"
     objectives = ("sequence", "last")
 
     def create_model(self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0):

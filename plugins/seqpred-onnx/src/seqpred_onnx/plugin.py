@@ -9,6 +9,8 @@ class OnnxBackend(Backend):
     name = "onnx"
     description = "onnxruntime on the exported ONNX graph; inference only, CPU"
     devices = ("cpu",)
+    requires = ("onnx", "onnxruntime")
+    install = "pip install onnx onnxruntime"
     objectives = ("sequence", "last")
     trains = False
 

@@ -9,6 +9,8 @@ class TorchBackend(Backend):
     name = "torch"
     description = "PyTorch nn.LSTM; CPU or CUDA"
     devices = ("cpu", "cuda")
+    requires = ("torch",)
+    install = "pip install torch"
     objectives = ("sequence", "last")
 
     def create_model(self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0):
