@@ -8,7 +8,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-COMMANDS = ["train", "generate", "evaluate", "plot", "export", "backends", "corpus list", "corpus download", "serve"]
+COMMANDS = [
+    "train",
+    "generate",
+    "evaluate",
+    "plot",
+    "export",
+    "backends",
+    "corpus list",
+    "corpus download",
+    "serve",
+]
 
 
 def test_every_option_the_readme_names_exists(cli):
