@@ -69,3 +69,25 @@ def test_a_torch_run_generates_where_torch_cannot_be_imported(cli, tiny_run, tmp
     assert refused.returncode == 1
     assert refused.stderr.startswith("error: backend 'torch'"), refused.stderr
     assert refused.stderr.splitlines()[-1] == "attempted=['torch'] loaded=[]"
+
+
+def test_installing_seqpred_onnx_pulls_no_framework():
+    """The dependency closure of seqpred-onnx, walked through the installed distributions' metadata
+    (extras left out), holds neither torch nor TensorFlow."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    closure, todo = set(), ["seqpred-onnx"]
+    while todo:
+        name = todo.pop()
+        key = name.lower().replace("_", "-")
+        if key in closure:
+            continue
+        closure.add(key)
+        for text in metadata.requires(name) or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    assert {"seqpred", "onnx", "onnxruntime", "numpy"} <= closure
+    assert not closure & {"torch", "tensorflow", "tensorflow-cpu", "keras", "jax"}, sorted(closure)
