@@ -265,3 +265,10 @@ def test_generation_and_evaluation_import_no_training_machinery():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_contributing_notes_show_a_real_option():
+    notes = (ROOT / "docs" / "contributing.md").read_text(encoding="utf-8")
+    block = notes.split("```python\n", 1)[1].split("```", 1)[0]
+    source = (PACKAGE / "config.py").read_text(encoding="utf-8")
+    assert block.strip() and block.rstrip("\n") in source
