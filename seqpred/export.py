@@ -138,6 +138,7 @@ def build_graph(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> onnx.Mode
         node("Split", ["initial_c"], names[layers:], axis=0)
     x = "x0"
     y_h, y_c = [], []
+    direction_axis = constant("direction_axis", np.asarray([1], np.int64))
     for k in range(layers):
         tensors = {n: constant(f"lstm.{k}.{n}", v) for n, v in lstm_tensors(spec, weights, k).items()}
         start_h, start_c = (
@@ -147,11 +148,7 @@ def build_graph(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> onnx.Mode
         lstm_inputs = [x, tensors["W"], tensors["R"], tensors["B"], "", start_h, start_c]
         node("LSTM", lstm_inputs, outputs, hidden_size=hidden, direction="forward")
         # Y is [T, directions = 1, B, H]; the next layer and the dense layer take [T, B, H].
-        node(
-            "Squeeze",
-            [outputs[0], constant(f"lstm.{k}.direction_axis", np.asarray([1], np.int64))],
-            [f"h{k}"],
-        )
+        node("Squeeze", [outputs[0], direction_axis], [f"h{k}"])
         x = f"h{k}"
         y_h.append(outputs[1])
         y_c.append(outputs[2])
