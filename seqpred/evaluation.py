@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .corpus import read_corpus
+from .errors import CorpusError
 from .metrics import summary
 from .models import build_model
 from .runs import load_run
@@ -32,6 +33,11 @@ def evaluate_text(
     text = read_corpus(corpus, lower=bool(loaded.config.get("lower", False)))
     # The compact encoder keeps memory low on large texts; skipping unknown symbols needs the general one.
     ids = loaded.vocab.encode_corpus(text) if unknown == "error" else loaded.vocab.encode(text, unknown)
+    if len(ids) < loaded.spec.seq_len + 1:
+        raise CorpusError(
+            f"{corpus}: {len(ids):,} {loaded.vocab.level} tokens, shorter than one window of "
+            f"{loaded.spec.seq_len + 1}; give a longer text"
+        )
     name = backend or loaded.backend or "torch"
     model = build_model(name, loaded.spec, device, seed=0)
     model.set_weights(loaded.weights)

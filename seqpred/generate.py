@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from .backend import Model
+from .config import MAX_SEED
 from .errors import UsageError
+from .memory import check_fits
 from .models import build_model
 from .runs import Run, load_run
 from .sampling import SamplingSettings, sample
@@ -75,6 +77,21 @@ class Generator:
                 f"{MAX_PRIME_TOKENS:,}; give a shorter prime, e.g. its last part"
             )
 
+    def check_memory(self, num_samples: int, length: int, prime_chars: int) -> None:
+        """Refuse, with the figure, a generation whose streams cannot fit in memory."""
+        spec = self.run.spec
+        per_stream = (
+            16 * spec.layers * 2 * spec.hidden  # the carried state, and its next version
+            + 16 * spec.vocab_size  # logits and the sampling distribution
+            + 16 * length  # the tokens chosen, and their text
+            + 8 * prime_chars * spec.hidden * spec.layers  # the prime's pass through the model
+        )
+        check_fits(
+            float(num_samples) * per_stream,
+            f"generating {num_samples:,} sample(s) of {length:,} tokens",
+            "lower --num-samples or --length",
+        )
+
     def start_tokens(self, prime: str, unknown: UnknownPolicy) -> np.ndarray:
         ids = self.vocab.encode(prime, unknown) if prime else np.zeros(0, dtype=np.int32)
         if len(ids) == 0:
@@ -105,7 +122,10 @@ class Generator:
             raise UsageError(f"num-samples must be at least 1, got {num_samples}")
         if any(s == "" for s in stop):
             raise UsageError("a stop string must not be empty")
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {seed}")
         self.check_prime(prime)
+        self.check_memory(num_samples, length, len(prime))
         settings = settings or self.default_settings()
         rng = np.random.default_rng(seed)
         ids = self.start_tokens(prime, unknown)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
+import stat
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -75,9 +78,10 @@ class RunWriter:
                 )
         try:
             out.mkdir(parents=True, exist_ok=True)
-            probe = out / _PROBE
-            probe.write_bytes(b"")
-            probe.unlink()
+            # a new file, never through a link planted at a fixed name
+            fd, probe = tempfile.mkstemp(prefix=_PROBE + ".", suffix=".tmp", dir=out)
+            os.close(fd)
+            os.unlink(probe)
         except OSError as exc:
             raise UsageError(
                 f"{out}: cannot write there ({exc.strerror or exc}); choose another --out"
@@ -86,7 +90,7 @@ class RunWriter:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold an exclusive lock on the folder, so two trainings never write one run."""
-        handle = (self.path / LOCK_FILE).open("a")
+        handle = self._open_lock()
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -101,6 +105,25 @@ class RunWriter:
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
+
+    def _open_lock(self) -> Any:
+        """The lock file, opened without following a link: one planted there is refused."""
+        path = self.path / LOCK_FILE
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o666)
+        except OSError as exc:
+            if path.is_symlink():
+                raise UsageError(
+                    f"{path}: is a symbolic link; seqpred never writes through one: remove it"
+                ) from None
+            raise UsageError(
+                f"{self.path}: cannot write there ({exc.strerror or exc}); check its permissions"
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UsageError(f"{path}: is not a regular file; remove it")
+        return os.fdopen(fd, "a")
 
     def remove_stale_temporaries(self) -> None:
         """Temporary files of a write that a kill cut short; the lock says no one else is writing."""

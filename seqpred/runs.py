@@ -35,6 +35,7 @@ import numpy as np
 
 from ._version import __version__
 from .errors import RunError, SeqpredError, UsageError, VocabError
+from .reading import read_limited
 from .spec import ModelSpec
 from .vocab import Vocab
 from .weights import Weights, check_weights
@@ -171,7 +172,7 @@ def load_tensors(path: Path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load
 
     try:
-        data = path.read_bytes()
+        data = read_limited(path, RunError, "weights")
     except FileNotFoundError:
         raise RunError(f"{path}: missing; {_DAMAGED}") from None
     except OSError as exc:
@@ -202,7 +203,7 @@ def load_tensors(path: Path) -> dict[str, np.ndarray]:
 
 def read_json(path: Path, what: str) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_limited(path, RunError, "JSON").decode("utf-8"))
     except FileNotFoundError:
         raise RunError(f"{path.parent}: not a seqpred run ({path.name} is missing)") from None
     except OSError as exc:
@@ -298,7 +299,7 @@ def load_run(path: str | Path, checkpoint: str = "best") -> Run:
     except (SeqpredError, TypeError) as exc:
         raise RunError(f"{path / MODEL_FILE}: invalid model spec ({_one_line(exc)}); {_DAMAGED}") from None
     try:
-        vocab = Vocab.from_json((path / VOCAB_FILE).read_text(encoding="utf-8"))
+        vocab = Vocab.from_json(read_limited(path / VOCAB_FILE, RunError, "a vocabulary").decode("utf-8"))
     except FileNotFoundError:
         raise RunError(f"{path}: not a seqpred run ({VOCAB_FILE} is missing)") from None
     except OSError as exc:
@@ -331,14 +332,16 @@ def history_until(path: Path, step: int) -> bytes:
     """The lines of ``history.jsonl`` up to ``step``: records of later steps, which will be trained
     again, and a last line cut short by a killed process are dropped."""
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = read_limited(path, RunError, "a history").decode("utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return b""
+    except OSError as exc:
+        raise RunError(f"{path}: cannot read ({exc.strerror or exc})") from None
     kept = []
     for line in lines:
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if (
             isinstance(record, dict)

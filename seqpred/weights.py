@@ -79,9 +79,15 @@ def check_weights(spec: ModelSpec, weights: Mapping[str, np.ndarray], source: st
             )
         if not np.issubdtype(array.dtype, np.floating):
             raise RunError(f"{source}: tensor {name} has dtype {array.dtype}, expected a float type")
-        if not np.all(np.isfinite(array)):
-            raise RunError(f"{source}: tensor {name} holds NaN or infinite values")
-        out[name] = np.ascontiguousarray(array, dtype=DTYPE)
+        with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf here
+            cast = np.ascontiguousarray(array, dtype=DTYPE)
+        if not np.all(np.isfinite(cast)):  # after the cast: what the model will compute with
+            beyond = np.all(np.isfinite(array))
+            raise RunError(
+                f"{source}: tensor {name} holds "
+                + ("values beyond float32's range" if beyond else "NaN or infinite values")
+            )
+        out[name] = cast
     return out
 
 

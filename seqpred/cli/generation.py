@@ -44,7 +44,7 @@ def generate(
     as_json: Annotated[bool, typer.Option("--json", help="Print samples and settings as JSON.")] = False,
 ) -> None:
     """Generate text from a trained run, on any backend."""
-    from ..corpus import decode, normalise_newlines
+    from ..corpus import read_text_file
     from ..generate import Generator
     from ..sampling import SamplingSettings
 
@@ -53,10 +53,9 @@ def generate(
     if prime_file is not None:
         if prime:
             raise UsageError("give --prime or --prime-file, not both")
-        try:
-            prime = normalise_newlines(decode(prime_file.read_bytes(), str(prime_file)))
-        except OSError as exc:
-            raise UsageError(f"{prime_file}: cannot read ({exc.strerror or exc})") from None
+        if not prime_file.exists():
+            raise UsageError(f"{prime_file}: no such file; give --prime-file a text file")
+        prime = read_text_file(prime_file, "a prime")  # bounded, regular files only
     generator = Generator(run, backend, device=device, checkpoint=checkpoint)
     defaults = generator.default_settings()
     settings = SamplingSettings(

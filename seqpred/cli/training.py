@@ -193,7 +193,10 @@ app.command()(train)
 
 
 def _corpus_path(value: str) -> str:
-    """A path as given, or the cached file of a named corpus."""
+    """A path as given, or the cached file of a named corpus; an empty one stays empty, for the
+    reader to refuse (``Path("")`` would be the current folder)."""
+    if not value.strip():
+        return value
     try:
         from ..corpora import resolve_corpus
     except ImportError:  # pragma: no cover - the catalogue is part of the package
