@@ -6,7 +6,11 @@ another for ``--seconds``; the table gives their aggregate characters per second
 the first generated text, and the ratio to ``Generator.generate`` in this process with as many
 streams in one batch. 16 clients also go through ``/v1/completions``, against ``/generate``.
 
-    python bench/serve.py [--seconds 8] [--length 400]
+    python bench/serve.py [--seconds 8] [--length 400] [--threads 1]
+
+Both sides run torch with ``--threads`` intra-op threads (set before torch loads), so that the load
+of a shared machine weighs on the server and on the baseline alike; the server's other threads
+(HTTP) and the clients have the remaining cores.
 
 Targets: 16 clients at least 4x one client; 64 clients at least 0.7x the in-process 64-stream rate;
 ``/v1/completions`` at least 0.9x ``/generate`` with 16 clients.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -24,6 +29,14 @@ import sys
 import time
 from pathlib import Path
 
+
+def _threads_from_argv(default: str = "1") -> str:
+    """``--threads``, read before torch is imported: torch reads OMP_NUM_THREADS when it loads."""
+    argv = sys.argv[1:]
+    return argv[argv.index("--threads") + 1] if "--threads" in argv[:-1] else default
+
+
+os.environ["OMP_NUM_THREADS"] = _threads_from_argv()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import macbeth_vocab, rate, table  # noqa: E402
@@ -133,6 +146,7 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="time per measurement")
     parser.add_argument("--length", type=int, default=400, help="characters per request")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads, both sides")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -140,7 +154,9 @@ def main() -> None:
         return
 
     print(
-        f"machine: {cpu_name()}, 2 x 300 LSTM on {BACKEND}, requests of {args.length} characters", flush=True
+        f"machine: {cpu_name()}, {os.cpu_count()} cores; 2 x 300 LSTM on {BACKEND} with {args.threads} "
+        f"intra-op thread(s); requests of {args.length} characters",
+        flush=True,
     )
     generator = bench_generator()
     settings = SamplingSettings(temperature=1.0)
@@ -156,7 +172,10 @@ def main() -> None:
         print(f"  in-process Generator, {n} streams: {value:,.0f} characters/s", flush=True)
 
     server = subprocess.Popen(
-        [sys.executable, __file__, "--child", "64"], stderr=subprocess.PIPE, text=True, bufsize=1
+        [sys.executable, __file__, "--child", "64", "--threads", str(args.threads)],
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
     )
     try:
         line = server.stderr.readline()
@@ -167,9 +186,7 @@ def main() -> None:
         for count, path in ((1, "/generate"), (16, "/generate"), (64, "/generate"), (16, "/v1/completions")):
             results[count, path] = asyncio.run(clients(port, count, args.seconds, args.length, path))
             chars, first = results[count, path]
-            print(
-                f"  {count} clients on {path}: {chars:,.0f} characters/s, first text {first * 1e3:.0f} ms"
-            )
+            print(f"  {count} clients on {path}: {chars:,.0f} characters/s, first text {first * 1e3:.0f} ms")
     finally:
         server.terminate()
         server.wait(60)
