@@ -80,6 +80,13 @@ class Registry:
         allowed = self._allowed_distributions()
         for ep in entry_points:
             self._load(ep, allowed)
+        if allowed is not None:
+            installed = {_normalise(info.distribution) for info in self.plugins}
+            for name in sorted(allowed - installed - SHIPPED_DISTRIBUTIONS):
+                self.warnings.append(
+                    f"SEQPRED_LOAD_PLUGINS names {name!r}, but no installed distribution of that name "
+                    f"has a seqpred plugin; check the spelling (see seqpred backends)"
+                )
 
     @staticmethod
     def _allowed_distributions() -> frozenset[str] | None:
@@ -203,6 +210,10 @@ class Registry:
             if app.registered_commands or app.registered_groups:
                 found.append((info, app))
         return found
+
+    def report_warnings(self) -> None:
+        """Print the pending warnings (plugins that failed to load, unknown names) on stderr, once."""
+        self._report_failures()
 
     def _report_failures(self) -> None:
         """Warn once, on stderr, about plugins that failed to load, when another backend is used."""

@@ -211,7 +211,8 @@ class Trainer:
         check_device(config.backend, tuple(getattr(backend, "devices", ("cpu",))), config.device)
         if not self.resuming:
             self.folder.prepare(force=self.force)
-        with self.folder.locked():
+        # Overflow in a diverging run is caught by the finiteness checks, one line, not warnings.
+        with self.folder.locked(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             model = build_model(config.backend, spec, config.device, config.seed)
             if config.state == "carry" and not implements(model, "train_batch_carried"):
                 raise BackendError(
@@ -234,7 +235,15 @@ class Trainer:
         record = RunRecord.from_dict(stored.meta, self.out)
         model.set_weights(stored.weights)
         if (self.out / runs.OPTIMIZER_FILE).exists():
-            model.set_optimizer_state(runs.load_tensors(self.out / runs.OPTIMIZER_FILE))
+            optimizer = self.out / runs.OPTIMIZER_FILE
+            state = runs.load_tensors(optimizer)  # its errors name the file
+            try:
+                model.set_optimizer_state(state)
+            except SeqpredError as exc:
+                raise RunError(
+                    f"{optimizer}: {exc}; restore the file from a copy, or delete it to resume with "
+                    f"a fresh optimizer state"
+                ) from None
         if self.config.state == "carry" and (self.out / runs.CARRIED_STATE_FILE).exists():
             self._carried = self._checked_state(runs.load_tensors(self.out / runs.CARRIED_STATE_FILE))
         schedule.load_state(record.schedule)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from seqpred.registry import reset_registry
 from tests.conftest import TINY, Cli, make_text, one_line_error
 
 NUMPY = ("--backend", "numpy", "--quiet", *TINY)
@@ -270,3 +271,141 @@ def test_weights_read_through_a_symlink_do_not_print_the_target(cli, run, tmp_pa
     result = cli("generate", run, "--length", "3")
     assert result.exit_code == 1
     assert "hunter2" not in result.output and "password" not in result.output
+
+
+# -- options are checked before anything is touched -------------------------------------------
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "fragment"),
+    [("--seed", "-1", "--seed"), ("--lr", "inf", "--lr"), ("--min-lr", "nan", "--min-lr")],
+)
+def test_force_with_a_bad_option_keeps_the_old_run(cli, run, corpus, flag, value, fragment):
+    before = _snapshot(run)
+    one_line_error(cli("train", corpus, "--out", run, "--force", flag, value, *NUMPY), 2, fragment)
+    assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "fragment"),
+    [("--lr", "inf", "finite"), ("--lr", "nan", "finite"), ("--min-lr", "nan", "finite")],
+)
+def test_non_finite_rates_are_refused(cli, corpus, tmp_path, flag, value, fragment):
+    one_line_error(cli("train", corpus, "--out", tmp_path / "r", flag, value, *NUMPY), 2, flag, fragment)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "fragments"),
+    [
+        ('lr = "x"', ("--lr", "number")),
+        ("max_steps = 2.5", ("--max-steps", "whole number")),
+        ("hidden = true", ("--hidden",)),
+        ("seed = -1", ("--seed",)),
+        ("clip = nan", ("--clip", "finite")),
+    ],
+)
+def test_toml_values_of_the_wrong_type_or_range(cli, corpus, tmp_path, line, fragments):
+    config = tmp_path / "c.toml"
+    config.write_text(f'[train]\ncorpus = "{corpus}"\n{line}\n')
+    one_line_error(cli("train", "--config", config, "--out", tmp_path / "r", "--quiet"), 2, *fragments)
+    assert not (tmp_path / "r").exists()
+
+
+def test_toml_train_that_is_not_a_table(cli, corpus, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("train = 5\n")
+    one_line_error(cli("train", corpus, "--config", config, "--out", tmp_path / "r"), 2, "[train]", "table")
+    assert not (tmp_path / "r").exists()
+
+
+# -- damaged run folders on resume ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragments"),
+    [
+        ("run.json", '{"format": "seqpred-run", "format_version": 1, "step": "x"}', ("run.json", "step")),
+        ("run.json", "[1, 2", ("run.json", "not valid JSON")),
+        ("train.json", "[1, 2", ("train.json", "not valid JSON")),
+        ("train.json", '{"lr": "x", "corpus": "c.txt"}', ("train.json", "--lr")),
+        ("train.json", '{"lr": 0.01}', ("train.json", "no corpus")),
+        ("train.json", "[" * 100_000 + "]" * 100_000, ("train.json",)),
+        ("optimizer.safetensors", "not tensors", ("optimizer.safetensors", "not a safetensors file")),
+    ],
+)
+def test_resume_of_a_damaged_run(cli, run, name, content, fragments):
+    (run / name).write_text(content)
+    one_line_error(cli("train", "--resume", run, "--max-steps", "8", "--quiet"), 1, *fragments)
+
+
+def test_resume_with_an_optimizer_state_of_another_model(cli, run):
+    save_file({"x": np.zeros(3, np.float32)}, run / "optimizer.safetensors")
+    one_line_error(
+        cli("train", "--resume", run, "--max-steps", "8", "--quiet"),
+        1,
+        "optimizer.safetensors",
+        "delete it to resume with a fresh optimizer state",
+    )
+    (run / "optimizer.safetensors").unlink()
+    assert cli("train", "--resume", run, "--max-steps", "8", "--quiet").exit_code == 0
+
+
+# -- faults while training ------------------------------------------------------------------------
+
+
+def test_disk_full_at_the_first_checkpoint_says_so_and_force_replaces(cli, corpus, tmp_path, monkeypatch):
+    import errno
+
+    out = tmp_path / "r"
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(".weights.safetensors."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    message = one_line_error(
+        cli("train", corpus, "--out", out, "--max-steps", "3", *NUMPY),
+        1,
+        "checkpoint of step 0",
+        "No space left on device",
+        "no checkpoint was saved",
+        "--force",
+    )
+    assert "intact" not in message and "--resume" not in message
+    monkeypatch.undo()
+    one_line_error(cli("train", "--resume", out, "--quiet"), 1, "not a seqpred run")
+    result = cli("train", corpus, "--out", out, "--force", "--max-steps", "3", *NUMPY)
+    assert result.exit_code == 0, result.output
+
+
+def test_divergence_stops_with_one_line_and_keeps_the_last_finite_checkpoint(cli, corpus, tmp_path):
+    from seqpred.runs import load_run
+
+    out = tmp_path / "r"
+    result = cli("train", corpus, "--out", out, "--lr", "1e38", "--max-steps", "20", *NUMPY)
+    one_line_error(result, 1, "training diverged", "the checkpoint of step 0 is kept", "lower --lr")
+    loaded = load_run(out, "latest")
+    assert loaded.meta["step"] == 0
+    assert all(np.all(np.isfinite(w)) for w in loaded.weights.values())
+
+
+# -- plugins ----------------------------------------------------------------------------------------
+
+
+def test_unknown_distribution_in_load_plugins_is_a_warning(cli, corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQPRED_LOAD_PLUGINS", "seqpred-nosuch")
+    listing = cli("backends")
+    assert listing.exit_code == 0
+    warnings = [line for line in listing.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "'seqpred-nosuch'" in warnings[0], listing.stderr
+    reset_registry()  # as a new process would: the warning is printed once per process
+    result = cli("train", corpus, "--out", tmp_path / "r", "--max-steps", "1", *NUMPY)
+    assert result.exit_code == 0
+    assert "seqpred-nosuch" in result.stderr

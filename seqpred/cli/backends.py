@@ -25,6 +25,7 @@ def backends(
     from ..registry import get_registry
 
     registry = get_registry()
+    registry.report_warnings()
     rows: list[dict[str, Any]] = []
     for info in registry.plugins:
         names = info.backends or [info.entry_point]
