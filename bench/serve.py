@@ -155,7 +155,7 @@ def main() -> None:
 
     print(
         f"machine: {cpu_name()}, {os.cpu_count()} cores; 2 x 300 LSTM on {BACKEND} with {args.threads} "
-        f"intra-op thread(s); requests of {args.length} characters",
+        f"intra-op thread(s); requests of {args.length} characters; load average {os.getloadavg()[0]:.1f}",
         flush=True,
     )
     generator = bench_generator()
@@ -226,7 +226,7 @@ def main() -> None:
             0.9,
         ),
     ]
-    print()
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (other processes share these cores)")
     for name, ratio, target in targets:
         print(f"{name}: {ratio:.2f}x (target {target}x: {'met' if ratio >= target else 'missed'})")
 
