@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
 from pathlib import Path
 
@@ -9,7 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from seqpred.cli import app
-from seqpred.registry import reset_registry
+from seqpred.registry import Registry, reset_registry
+
+#: Backend → the framework it needs, for the backends whose framework is not installed here.
+MISSING_FRAMEWORKS = {
+    backend: module
+    for backend, module in (("torch", "torch"), ("keras", "tensorflow"))
+    if importlib.util.find_spec(module) is None
+}
 
 WORDS = (
     "the king and the queen rode out at dawn to see the sea while the old wind sang of rain "
@@ -50,6 +58,26 @@ def _fresh_registry(monkeypatch):
     reset_registry()
     yield
     reset_registry()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _skip_backends_whose_framework_is_missing():
+    """Where torch or TensorFlow is not installed, a test (or a fixture) that asks for that backend
+    skips, saying so, the moment it asks. In CI every framework is installed and this changes
+    nothing; tests that run a backend in a subprocess carry ``needs_torch`` or ``needs_keras``."""
+    if not MISSING_FRAMEWORKS:
+        yield
+        return
+    get = Registry.get
+
+    def get_installed(self, name):
+        if name in MISSING_FRAMEWORKS:
+            pytest.skip(f"{MISSING_FRAMEWORKS[name]} is not installed: this test needs the {name} backend")
+        return get(self, name)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Registry, "get", get_installed)
+        yield
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from seqpred.registry import Registry
 from seqpred.runs import load_run
 from seqpred.vocab import Vocab
 from seqpred.weights import init_weights
+from tests.backend_helpers import needs_torch
 from tests.conftest import TINY, Cli, make_text, one_line_error
 from tests.test_training import _start_training, _wait_for_steps
 
@@ -409,6 +410,7 @@ def test_ctrl_c_during_evaluation(cli, corpus, tmp_path):
     _interrupted(process)
 
 
+@needs_torch  # trains on the default backend in a subprocess
 @pytest.mark.parametrize("second", ["resume", "force"])
 def test_two_trainings_in_one_folder(cli, corpus, tmp_path, second):
     out = tmp_path / "r"

@@ -10,9 +10,11 @@ from importlib import metadata
 import pytest
 
 from seqpred.registry import get_registry
+from tests.backend_helpers import needs_torch
 from tests.conftest import TINY, one_line_error
 
 
+@needs_torch
 def test_torch_backend_is_found_through_its_entry_point():
     points = {ep.name: ep for ep in metadata.entry_points(group="seqpred")}
     assert points["torch"].value == "seqpred_torch.plugin"
@@ -22,6 +24,7 @@ def test_torch_backend_is_found_through_its_entry_point():
     assert type(entry.backend).__module__ == "seqpred_torch.plugin"
 
 
+@needs_torch  # the listing it checks is torch's
 def test_backends_lists_distribution_and_version(cli):
     result = cli("backends")
     assert result.exit_code == 0
@@ -167,6 +170,7 @@ def test_undecodable_bytes_name_file_and_offset(cli, tmp_path):
     one_line_error(cli("train", path, "--out", tmp_path / "r"), 1, "latin1.txt", "UTF-8", "byte offset 3")
 
 
+@needs_torch  # the list it checks names torch
 def test_unknown_backend_lists_the_available_ones(cli, corpus, tmp_path):
     one_line_error(
         cli("train", corpus, "--backend", "tensorflowish", "--out", tmp_path / "r", *TINY),

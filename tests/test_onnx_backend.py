@@ -19,7 +19,7 @@ from seqpred.errors import BackendError
 from seqpred.models import build_model
 from seqpred.registry import get_registry
 from seqpred.testing import BackendConformance, perturbed_weights
-from tests.backend_helpers import tiny_spec
+from tests.backend_helpers import needs_keras, needs_torch, tiny_spec
 from tests.conftest import TINY, one_line_error
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +101,8 @@ def test_weights_going_in_and_out_are_copies():
         np.testing.assert_array_equal(value, perturbed_weights(spec)[name], err_msg=name)
 
 
+@needs_torch  # the message it checks names every backend that trains
+@needs_keras
 def test_train_with_the_onnx_backend_is_refused_before_any_folder_is_made(cli, corpus, tmp_path):
     out = tmp_path / "run"
     result = cli("train", corpus, "--backend", "onnx", "--out", out, "--max-steps", "2", *TINY)
@@ -109,6 +111,8 @@ def test_train_with_the_onnx_backend_is_refused_before_any_folder_is_made(cli, c
     assert not out.exists()
 
 
+@needs_torch  # the listing it checks holds every shipped backend
+@needs_keras
 def test_backends_shows_which_backends_train(cli):
     table = cli("backends")
     assert table.exit_code == 0, table.output

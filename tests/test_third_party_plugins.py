@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.backend_helpers import needs_torch
 from tests.conftest import TINY, make_text
 
 TOY = '''
@@ -138,6 +139,7 @@ def test_a_third_party_backend_trains_and_generates(site, tmp_path):
     assert len(generated.stdout) == 41
 
 
+@needs_torch
 def test_a_broken_plugin_is_listed_as_failed_and_torch_still_works(site, tmp_path):
     rows = listing(site)
     assert "broken-plugin" in rows["broken"] and "failed: ImportError: needs libfoo" in rows["broken"]
@@ -168,6 +170,7 @@ def test_strict_mode_makes_a_broken_plugin_an_error(site):
     assert "SEQPRED_STRICT_PLUGINS" in result.stderr
 
 
+@needs_torch  # trains on the default backend in a subprocess
 def test_load_plugins_chooses_the_distributions(site):
     only_shipped = listing(site, SEQPRED_LOAD_PLUGINS="")
     assert "disabled" in only_shipped["toy"] and "disabled" in only_shipped["broken"]

@@ -16,6 +16,7 @@ import pytest
 
 from seqpred.runs import load_run, load_tensors
 from seqpred.weights import init_weights
+from tests.backend_helpers import needs_torch
 from tests.conftest import TINY
 
 
@@ -287,6 +288,7 @@ def _wait_for_steps(out: Path, steps: int = 5, timeout: float = 240) -> None:
     raise AssertionError("training did not start")
 
 
+@needs_torch  # trains on the default backend in a subprocess
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_saves_a_checkpoint_that_resumes(cli, corpus, tmp_path, sig):
     out = tmp_path / "r"
@@ -305,6 +307,7 @@ def test_interrupt_saves_a_checkpoint_that_resumes(cli, corpus, tmp_path, sig):
     assert [r["step"] for r in history(out)] == list(range(1, meta["step"] + 3))
 
 
+@needs_torch  # trains on the default backend in a subprocess
 def test_a_killed_run_leaves_a_loadable_folder(cli, corpus, tmp_path):
     out = tmp_path / "r"
     process = _start_training(corpus, out)
