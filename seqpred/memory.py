@@ -39,3 +39,22 @@ def check_fits(needed: float, what: str, advice: str) -> None:
             f"{what} needs about {_size(needed)} of memory, more than the {_size(available)} "
             f"available; {advice}"
         )
+
+
+def training_bytes(spec, batch_size: int, corpus_tokens: int) -> float:
+    """Memory a training of ``spec`` needs at least, whatever the backend: the weights with their
+    gradients and Adam's two moments, one batch's activations and logits, and the token ids."""
+    from .weights import canonical_shapes
+
+    parameters = sum(_product(shape) for shape in canonical_shapes(spec).values())
+    positions = float(batch_size) * spec.seq_len
+    activations = positions * spec.layers * spec.hidden * 10 * 4  # gates, cell and hidden state
+    logits = positions * spec.vocab_size * 3 * 4  # logits, probabilities, their gradient
+    return 4.0 * 4 * parameters + activations + logits + 8.0 * corpus_tokens
+
+
+def _product(shape: tuple[int, ...]) -> float:
+    result = 1.0
+    for size in shape:
+        result *= size
+    return result

@@ -28,6 +28,7 @@ from .corpus import read_corpus
 from .data import StripeBatches, TrainBatches, split_validation
 from .devices import check_device
 from .errors import BackendError, CorpusError, RunError, SeqpredError, UsageError
+from .memory import check_fits, training_bytes
 from .metrics import summary
 from .models import build_model, implements
 from .registry import get_registry
@@ -186,6 +187,12 @@ class Trainer:
                 f"give a text with at least two different {config.level}s"
             )
         spec = config.model_spec(len(vocab))
+        check_fits(
+            training_bytes(spec, config.batch_size, len(ids)),
+            f"training this model ({config.layers} x {config.hidden} units, batches of "
+            f"{config.batch_size} x {spec.seq_len})",
+            "choose a smaller --hidden, --layers, --batch-size or --seq-len",
+        )
         train_ids, val_ids = split_validation(ids, config.val_fraction, spec.seq_len)
         if config.state == "carry":
             batches: TrainBatches | StripeBatches = StripeBatches(

@@ -409,3 +409,18 @@ def test_unknown_distribution_in_load_plugins_is_a_warning(cli, corpus, tmp_path
     result = cli("train", corpus, "--out", tmp_path / "r", "--max-steps", "1", *NUMPY)
     assert result.exit_code == 0
     assert "seqpred-nosuch" in result.stderr
+
+
+# -- memory estimated up front ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["numpy", "keras", "torch"])
+def test_training_that_cannot_fit_in_memory_is_refused_with_the_figure(cli, corpus, tmp_path, backend):
+    from seqpred.registry import get_registry
+
+    get_registry().get(backend)  # skips where the backend's framework is not installed
+    result = cli(
+        "train", corpus, "--out", tmp_path / "r", "--backend", backend, "--batch-size", "100000000", "--quiet"
+    )
+    one_line_error(result, 2, "needs about", "TiB of memory", "available", "--batch-size")
+    assert not (tmp_path / "r").exists()
