@@ -78,14 +78,21 @@ class RunWriter:
                 )
         try:
             out.mkdir(parents=True, exist_ok=True)
-            # a new file, never through a link planted at a fixed name
-            fd, probe = tempfile.mkstemp(prefix=_PROBE + ".", suffix=".tmp", dir=out)
-            os.close(fd)
-            os.unlink(probe)
         except OSError as exc:
             raise UsageError(
                 f"{out}: cannot write there ({exc.strerror or exc}); choose another --out"
             ) from None
+        self._check_writable("choose another --out")
+
+    def _check_writable(self, advice: str) -> None:
+        """Refuse (exit 2) a folder in which no new file can be made: read-only, or not ours."""
+        try:
+            # a new file, never through a link planted at a fixed name
+            fd, probe = tempfile.mkstemp(prefix=_PROBE + ".", suffix=".tmp", dir=self.path)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise UsageError(f"{self.path}: cannot write there ({exc.strerror or exc}); {advice}") from None
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -100,6 +107,7 @@ class RunWriter:
                 f"wait for it to finish or stop it first"
             ) from None
         try:
+            self._check_writable("make it writable (chmod u+w) or copy the run elsewhere")
             self.remove_stale_temporaries()
             yield
         finally:

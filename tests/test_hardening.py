@@ -424,3 +424,32 @@ def test_training_that_cannot_fit_in_memory_is_refused_with_the_figure(cli, corp
     )
     one_line_error(result, 2, "needs about", "TiB of memory", "available", "--batch-size")
     assert not (tmp_path / "r").exists()
+
+
+def test_run_folder_that_cannot_be_written_on_resume_is_a_usage_error(cli, run, monkeypatch):
+    import errno
+    import tempfile
+
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):  # noqa: A002 - mkstemp's own keyword
+        if dir is not None and Path(dir) == run:  # as a read-only folder answers (root ignores chmod)
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    before = _snapshot(run)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    one_line_error(
+        cli("train", "--resume", run, "--max-steps", "8", "--quiet"), 2, "cannot write there", "writable"
+    )
+    monkeypatch.undo()
+    assert _snapshot(run) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_read_only_run_folder_on_resume(cli, run):
+    run.chmod(0o555)
+    try:
+        one_line_error(cli("train", "--resume", run, "--max-steps", "8", "--quiet"), 2, "cannot write there")
+    finally:
+        run.chmod(0o755)
