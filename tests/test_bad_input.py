@@ -389,6 +389,7 @@ def test_ctrl_c_during_generation(trained):
     _interrupted(process)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_evaluation(cli, corpus, tmp_path):
     # A wide model, trained for one step, makes scoring a modest text take many seconds.
     wide = tmp_path / "wide"
@@ -412,6 +413,7 @@ def test_ctrl_c_during_evaluation(cli, corpus, tmp_path):
 
 @needs_torch  # trains on the default backend in a subprocess
 @pytest.mark.parametrize("second", ["resume", "force"])
+@pytest.mark.slow
 def test_two_trainings_in_one_folder(cli, corpus, tmp_path, second):
     out = tmp_path / "r"
     first = _start_training(corpus, out)

@@ -89,6 +89,7 @@ def test_generation_is_reproducible_with_a_seed(cli, tiny_run):
     assert a == b and a != c
 
 
+@pytest.mark.slow
 def test_corpus_from_a_folder_and_from_stdin(cli, tmp_path, corpus):
     folder = tmp_path / "texts"
     folder.mkdir()

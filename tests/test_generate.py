@@ -193,6 +193,7 @@ def test_json_reports_settings_seed_run_and_backend(cli, tiny_run):
     assert data["length"] == 20 and len(data["samples"][0]) == 20
 
 
+@pytest.mark.slow
 def test_word_level_generates_tokens_with_sensible_spacing(cli, corpus, tmp_path):
     out = tmp_path / "w"
     result = cli(

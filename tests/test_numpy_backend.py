@@ -114,6 +114,7 @@ def test_adam_and_clipping_match_torch(torch_one_thread):
     [(8, "sequence", 1.0, 8), (0, "last", None, 64)],
     ids=["embedding", "article-like"],
 )
+@pytest.mark.slow
 def test_training_follows_torch_for_100_steps(torch_one_thread, embedding, objective, clip, batch_size):
     """Same weights, batches and learning rates, no dropout: the losses agree to 1% at all 100 steps."""
     vocab, ids = build_char_vocab_and_ids(TEXT)

@@ -108,6 +108,7 @@ def _train(cli, corpus, out, *extra):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.slow
 def test_stateful_training_resumes_exactly(cli, corpus: Path, tmp_path: Path, backend):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     _train(cli, corpus, whole, "--backend", backend, "--max-steps", "14")

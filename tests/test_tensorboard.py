@@ -81,6 +81,7 @@ def test_a_resumed_run_continues_the_series_without_repeating_steps(cli, corpus,
     assert_series_match_history(logdir, run)  # steps 6 to 10 and the validation of step 10 once each
 
 
+@pytest.mark.slow
 def test_the_reporter_composes_with_another_from_python(corpus, tmp_path):
     from seqpred.config import resolve
     from seqpred.progress import JsonReporter

@@ -140,6 +140,7 @@ def test_a_third_party_backend_trains_and_generates(site, tmp_path):
 
 
 @needs_torch
+@pytest.mark.slow
 def test_a_broken_plugin_is_listed_as_failed_and_torch_still_works(site, tmp_path):
     rows = listing(site)
     assert "broken-plugin" in rows["broken"] and "failed: ImportError: needs libfoo" in rows["broken"]

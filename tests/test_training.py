@@ -35,6 +35,7 @@ def train(cli, corpus, out, *args):
     return result
 
 
+@pytest.mark.slow
 def test_same_seed_same_loss_curve_and_another_seed_differs(cli, corpus, tmp_path):
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         train(cli, corpus, tmp_path / name, "--max-steps", "8", "--seed", str(seed))
@@ -42,6 +43,7 @@ def test_same_seed_same_loss_curve_and_another_seed_differs(cli, corpus, tmp_pat
     assert losses(tmp_path / "a") != losses(tmp_path / "c")
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_history_as_an_uninterrupted_run(cli, corpus, tmp_path):
     # dropout on, a schedule whose position matters, validation in between
     common = ("--dropout", "0.3", "--schedule", "plateau", "--plateau-patience", "1", "--warmup", "3")
@@ -68,6 +70,7 @@ def test_resume_of_a_missing_run(cli, tmp_path):
     assert result.exit_code == 1 and "no such run folder" in result.stderr
 
 
+@pytest.mark.slow
 def test_validation_every_n_steps_and_at_each_epoch_end(cli, corpus, tmp_path):
     out = tmp_path / "r"
     train(cli, corpus, out, "--epochs", "2", "--val-every", "7")
@@ -80,6 +83,7 @@ def test_validation_every_n_steps_and_at_each_epoch_end(cli, corpus, tmp_path):
     assert math.isclose(record["perplexity"], math.exp(record["loss"]))
 
 
+@pytest.mark.slow
 def test_best_and_latest_checkpoints(cli, corpus, tmp_path):
     out = tmp_path / "r"
     train(cli, corpus, out, "--max-steps", "30", "--val-every", "5", "--lr", "0.05")
@@ -114,6 +118,7 @@ def test_cosine_schedule_with_warmup(cli, corpus, tmp_path):
     assert rates[4:] == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_plateau_schedule_lowers_the_rate(cli, corpus, tmp_path):
     out = tmp_path / "r"
     # a rate so high the validation loss cannot keep improving
@@ -290,6 +295,7 @@ def _wait_for_steps(out: Path, steps: int = 5, timeout: float = 240) -> None:
 
 @needs_torch  # trains on the default backend in a subprocess
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.slow
 def test_interrupt_saves_a_checkpoint_that_resumes(cli, corpus, tmp_path, sig):
     out = tmp_path / "r"
     process = _start_training(corpus, out)
@@ -308,6 +314,7 @@ def test_interrupt_saves_a_checkpoint_that_resumes(cli, corpus, tmp_path, sig):
 
 
 @needs_torch  # trains on the default backend in a subprocess
+@pytest.mark.slow
 def test_a_killed_run_leaves_a_loadable_folder(cli, corpus, tmp_path):
     out = tmp_path / "r"
     process = _start_training(corpus, out)
