@@ -210,3 +210,42 @@ def test_plot(sandbox, name):
         return ["plot", sandbox["user"] / "run", "-o", out / name]
 
     _run(sandbox, args)
+
+
+@settings(PROPERTY, max_examples=10)
+@given(
+    name=st.sampled_from(["m.onnx", "link.onnx", "folder", "sub/m.onnx", ""]),
+    checkpoint=st.sampled_from(["best", "latest", "x"]),
+    export_format=st.sampled_from(["onnx", "x"]),
+)
+def test_export(sandbox, name, checkpoint, export_format):
+    pytest.importorskip("onnx")
+
+    def args(out: Path):
+        if name == "link.onnx":
+            (out / name).symlink_to(sandbox["user"] / "precious.txt")
+        if name == "folder":
+            (out / name).mkdir()
+        target = out / name if name else ""
+        return ["export", sandbox["user"] / "run", "-o", target, "--checkpoint", checkpoint,
+                "--format", export_format]  # fmt: skip
+
+    _run(sandbox, args)
+
+
+@settings(PROPERTY, max_examples=10)
+@given(
+    command=st.sampled_from([["backends"], ["backends", "--json"], ["corpus", "list"]]),
+    plugins=st.none() | st.sampled_from(["", "seqpred-nosuch", "x,,y", "seqpred-numpy"]),
+)
+def test_listings(sandbox, command, plugins):
+    previous = os.environ.get("SEQPRED_LOAD_PLUGINS")
+    if plugins is not None:
+        os.environ["SEQPRED_LOAD_PLUGINS"] = plugins
+    try:
+        _run(sandbox, lambda out: command)
+    finally:
+        if previous is None:
+            os.environ.pop("SEQPRED_LOAD_PLUGINS", None)
+        else:
+            os.environ["SEQPRED_LOAD_PLUGINS"] = previous
