@@ -116,6 +116,11 @@ def resumed_config(out: Path, overrides: dict[str, Any]) -> TrainConfig:
     """The stored configuration of the run in ``out`` with the ``overrides`` that resume may change."""
     if not out.is_dir():
         raise RunError(f"{out}: no such run folder to resume")
+    if not runs.is_run(out) and (out / runs.TRAIN_FILE).exists():
+        raise RunError(
+            f"{out}: holds the files of a training that stopped before its first checkpoint, nothing "
+            f"to resume; start again with: seqpred train CORPUS --out {out} --force"
+        )
     runs.check_format(runs.read_json(out / runs.RUN_FILE, "run metadata"), out)
     stored = runs.read_json(out / runs.TRAIN_FILE, "training configuration")
     if not isinstance(stored, dict):

@@ -380,7 +380,9 @@ def test_disk_full_at_the_first_checkpoint_says_so_and_force_replaces(cli, corpu
     )
     assert "intact" not in message and "--resume" not in message
     monkeypatch.undo()
-    one_line_error(cli("train", "--resume", out, "--quiet"), 1, "not a seqpred run")
+    one_line_error(
+        cli("train", "--resume", out, "--quiet"), 1, "stopped before its first checkpoint", "--force"
+    )
     result = cli("train", corpus, "--out", out, "--force", "--max-steps", "3", *NUMPY)
     assert result.exit_code == 0, result.output
 
