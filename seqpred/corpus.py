@@ -126,6 +126,12 @@ def read_corpus(source: str | Path, *, lower: bool = False) -> str:
                 raise CorpusError(
                     f"{path}: folder holds no .txt files; put the text in .txt files or give a file"
                 )
+            total, limit = sum(f.stat().st_size for f in files), max_read_bytes()
+            if total > limit:
+                raise CorpusError(
+                    f"{path}: its .txt files hold {total:,} bytes, over the read limit of {limit:,}; "
+                    f"raise it with {MAX_READ_VARIABLE}=BYTES if you have the memory"
+                )
             parts = [read_text_file(f) for f in files]
             text = "".join(p if p.endswith("\n") else p + "\n" for p in parts if p)
         else:

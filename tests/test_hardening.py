@@ -96,6 +96,17 @@ def test_read_limit_variable(cli, corpus, tmp_path, monkeypatch):
     assert cli("train", corpus, "--out", tmp_path / "r", "--max-steps", "1", *NUMPY).exit_code == 0
 
 
+def test_corpus_folder_over_the_read_limit_in_all(cli, tmp_path, monkeypatch):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for name in "ab":
+        (folder / f"{name}.txt").write_text(make_text(600), encoding="utf-8")
+    monkeypatch.setenv("SEQPRED_MAX_READ_BYTES", "1000")  # each file is under it, both are not
+    one_line_error(
+        cli("train", folder, "--out", tmp_path / "r", *NUMPY), 1, ".txt files hold", "read limit of 1,000"
+    )
+
+
 def test_standard_input_over_the_read_limit(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("SEQPRED_MAX_READ_BYTES", "1000")
     result = cli("train", "-", "--out", tmp_path / "r", *NUMPY, input=make_text())
