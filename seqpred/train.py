@@ -412,10 +412,7 @@ class Trainer:
             weights = check_weights(model.spec, model.get_weights(), "the weights after training")
         except RunError:
             raise self._diverged(record.step, "the weights hold NaN or infinite values") from None
-        try:
-            optimizer: dict[str, np.ndarray] | None = model.get_optimizer_state()
-        except NotImplementedError:  # optional: a backend that cannot resume
-            optimizer = None
+        optimizer = model.get_optimizer_state()  # required of every backend that trains
         record.schedule = schedule.state()
         self.folder.checkpoint(record, weights, optimizer=optimizer, carried=self._carried, improved=improved)
 

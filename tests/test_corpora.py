@@ -143,7 +143,7 @@ def test_cache_dir_precedence(tmp_path, monkeypatch):
 
 
 def test_corpus_cli_imports_on_its_own():
-    code = "import seqpred.corpus_cli, seqpred.cli; print(seqpred.cli.app.registered_groups[0].name)"
+    code = "import seqpred.cli.corpora, seqpred.cli; print(seqpred.cli.app.registered_groups[0].name)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "corpus"

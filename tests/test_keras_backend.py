@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from seqpred.backend import OptimizerSettings
-from seqpred.errors import BackendError
+from seqpred.errors import BackendError, UsageError
 from seqpred.reference import ReferenceModel
 from seqpred.testing import perturbed_weights
 from seqpred.train import build_model
@@ -36,7 +36,7 @@ def test_plugin_registers_keras_without_importing_a_framework():
         print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
     """)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["keras ('cpu', 'gpu') ('sequence', 'last')", "[]"]
+    assert result.stdout.splitlines() == ["keras ('cpu', 'cuda') ('sequence', 'last')", "[]"]
 
 
 def test_keras_runs_on_tensorflow_whatever_keras_backend_says():
@@ -74,13 +74,13 @@ def test_keras_already_imported_on_another_backend_is_refused():
 
 
 def test_unknown_or_missing_devices_are_refused():
-    with pytest.raises(BackendError, match="unknown device 'tpu'"):
+    with pytest.raises(UsageError, match="unknown device 'tpu'"):
         build_model("keras", tiny_spec(), "tpu", 0)
     from seqpred_keras.framework import tf
 
     if not tf.config.list_physical_devices("GPU"):
         with pytest.raises(BackendError, match="TensorFlow sees 0 GPU"):
-            build_model("keras", tiny_spec(), "gpu", 0)
+            build_model("keras", tiny_spec(), "cuda", 0)
 
 
 def test_step_follows_new_weights_and_training():
