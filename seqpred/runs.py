@@ -181,9 +181,11 @@ def load_tensors(path: Path) -> dict[str, np.ndarray]:
     if len(data) < 8:
         problem = f"not a safetensors file (only {len(data)} bytes)"
     elif header_size > len(data) - 8:
+        # The announced size is not shown: for a file that is not safetensors it is the file's
+        # first eight bytes, which are none of the message's business.
         problem = (
-            f"not a safetensors file, or truncated (header says {header_size:,} bytes, "
-            f"the file holds {len(data):,})"
+            f"not a safetensors file, or truncated (its header announces more than the "
+            f"{len(data):,} bytes the file holds)"
         )
     else:
         try:
