@@ -93,6 +93,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def open_for_append(path: Path) -> Any:
+    """``path`` opened to append text, never through a symbolic link (``O_NOFOLLOW``): a link
+    planted there is an error, not a way to write elsewhere."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError:
+        if path.is_symlink():
+            raise RunError(
+                f"{path}: is a symbolic link; seqpred never writes through one: remove it"
+            ) from None
+        raise
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
 def json_bytes(data: Any) -> bytes:
     return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 

@@ -304,7 +304,7 @@ class Trainer:
         run_tokens = 0
         step = first
         status = "finished"
-        with _StopSignals() as signals, (self.out / runs.HISTORY_FILE).open("a", encoding="utf-8") as history:
+        with _StopSignals() as signals, runs.open_for_append(self.out / runs.HISTORY_FILE) as history:
             stream: Iterator = batches.iter_from(first)
             while step < total_steps:
                 batch = next(stream)

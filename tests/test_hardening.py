@@ -471,3 +471,20 @@ def test_read_only_run_folder_on_resume(cli, run):
         one_line_error(cli("train", "--resume", run, "--max-steps", "8", "--quiet"), 2, "cannot write there")
     finally:
         run.chmod(0o755)
+
+
+def test_history_is_appended_to_never_through_a_link(tmp_path):
+    from seqpred.errors import RunError
+    from seqpred.runs import open_for_append
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    link = tmp_path / "history.jsonl"
+    link.symlink_to(victim)
+    with pytest.raises(RunError, match="symbolic link"):
+        open_for_append(link)
+    assert victim.read_text() == "precious\n"
+    link.unlink()
+    with open_for_append(link) as handle:
+        handle.write("{}\n")
+    assert link.read_text() == "{}\n"
