@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 from typing import Any
 
 from .backend import MODEL_METHODS, Backend, Model, missing_methods
@@ -95,8 +96,8 @@ class GuardedModel:
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self.wrapped, name)
-        if name.startswith("_") or not callable(value):
-            return value
+        if name.startswith("_") or not inspect.ismethod(value):
+            return value  # attributes, the framework's own objects (a torch module is callable)
 
         @functools.wraps(value)
         def guarded(*args: Any, **kwargs: Any) -> Any:

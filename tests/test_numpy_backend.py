@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from seqpred import ModelSpec, OptimizerSettings, bptt
 from seqpred.cli import app
 from seqpred.data import TrainBatches
-from seqpred.errors import BackendError
+from seqpred.errors import UsageError
 from seqpred.optim import Adam, clip_by_global_norm
 from seqpred.train import build_model
 from seqpred.vocab import build_char_vocab_and_ids
@@ -147,7 +147,8 @@ def test_training_follows_torch_for_100_steps(torch_one_thread, embedding, objec
 def test_the_backend_runs_on_the_cpu_only():
     spec = ModelSpec(vocab_size=5, hidden=4, layers=1, seq_len=4)
     assert build_model("numpy", spec, "auto", 0).spec == spec
-    with pytest.raises(BackendError, match="CPU only"):
+    # The core refuses a device the backend does not declare, before the backend sees it.
+    with pytest.raises(UsageError, match="does not run on 'cuda'; it offers: cpu, auto"):
         build_model("numpy", spec, "cuda", 0)
 
 
