@@ -46,7 +46,7 @@ def serve(
         str | None,
         typer.Option("--backend", "-b", help="Backend to run on; default: the one that trained it."),
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,

@@ -40,7 +40,7 @@ def generate(
         str, typer.Option(help="Prime symbols outside the vocabulary: error, skip or replace.")
     ] = "error",
     checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print samples and settings as JSON.")] = False,
 ) -> None:
     """Generate text from a trained run, on any backend."""

@@ -215,7 +215,7 @@ def evaluate(
         ),
     ] = None,
     checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     unknown: Annotated[str, typer.Option(help="Symbols outside the vocabulary: error or skip.")] = "error",
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
 ) -> None:
