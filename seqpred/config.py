@@ -17,13 +17,12 @@ from typing import Any
 
 from .devices import parse_device
 from .errors import UsageError
+from .sampling import MAX_SEED
 from .schedule import SCHEDULES, Schedule
 from .spec import OBJECTIVES, ModelSpec
 
 STATE_MODES: tuple[str, ...] = ("reset", "carry")
 LEVELS: tuple[str, ...] = ("char", "word")
-#: Seeds go to NumPy and to every framework: 0 up to the largest value all of them take.
-MAX_SEED = 2**63 - 1
 
 Check = Callable[[str, Any], None]
 

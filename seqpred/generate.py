@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from .backend import Model
-from .config import MAX_SEED
 from .errors import UsageError
 from .memory import check_fits
 from .models import build_model
 from .runs import Run, load_run
-from .sampling import SamplingSettings, sample
+from .sampling import MAX_SEED, SamplingSettings, sample
 from .vocab import UnknownPolicy, detokenize, tokenize
 
 MAX_LENGTH = 10_000_000

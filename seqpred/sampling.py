@@ -12,6 +12,9 @@ import numpy as np
 
 from .errors import UsageError
 
+#: Seeds go to NumPy and to every framework: 0 up to the largest value all of them take.
+MAX_SEED = 2**63 - 1
+
 
 @dataclass(frozen=True)
 class SamplingSettings:

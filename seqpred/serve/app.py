@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from ..errors import SeqpredError
 from ..generate import Generator
-from ..sampling import SamplingSettings
+from ..sampling import MAX_SEED, SamplingSettings
 from .engine import Delta, Done, Engine, Event, Failed, Job, Overloaded
 from .fields import BadRequest, Fields
 from .limits import Limits, read_json
@@ -37,7 +37,6 @@ from .limits import Limits, read_json
 log = logging.getLogger("seqpred.serve")
 
 #: Seeds as NumPy's default_rng takes them.
-MAX_SEED = 2**63 - 1
 #: Seconds a client is asked to wait after a 503.
 RETRY_AFTER = 1
 #: Seconds between the events of a stream: the text produced meanwhile goes out as one event, so
