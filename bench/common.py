@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqpred.corpus import read_corpus
+from seqpred.text_sources import read_corpus
 from seqpred.vocab import Vocab
 
 ROOT = Path(__file__).resolve().parent.parent

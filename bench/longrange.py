@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, table  # noqa: E402
 from synthetic import BOTH, ECHO, Synthetic  # noqa: E402
 
+from seqpred.batches import split_validation  # noqa: E402
 from seqpred.config import resolve  # noqa: E402
-from seqpred.data import split_validation  # noqa: E402
 from seqpred.runs import load_run  # noqa: E402
 from seqpred.train import build_model, train  # noqa: E402
 

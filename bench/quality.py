@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import MACBETH, ROOT, table  # noqa: E402
 
+from seqpred.batches import eval_batches, split_validation  # noqa: E402
 from seqpred.config import resolve  # noqa: E402
-from seqpred.corpus import read_corpus  # noqa: E402
-from seqpred.data import eval_batches, split_validation  # noqa: E402
+from seqpred.text_sources import read_corpus  # noqa: E402
 from seqpred.train import train  # noqa: E402
 from seqpred.vocab import Vocab  # noqa: E402
 

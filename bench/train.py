@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MACBETH, macbeth_vocab, machine, matmul_gflops, rate, table  # noqa: E402
 
 from seqpred.backend import OptimizerSettings  # noqa: E402
+from seqpred.batches import TrainBatches  # noqa: E402
 from seqpred.config import resolve  # noqa: E402
-from seqpred.data import TrainBatches  # noqa: E402
 from seqpred.spec import ModelSpec  # noqa: E402
 from seqpred.train import build_model, train  # noqa: E402
 from seqpred.weights import init_weights  # noqa: E402

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .corpus import read_corpus
 from .errors import CorpusError
 from .metrics import summary
 from .models import build_model
 from .runs import load_run
 from .scoring import carried_loss, window_loss
+from .text_sources import read_corpus
 from .vocab import UnknownPolicy
 
 

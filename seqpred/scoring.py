@@ -1,7 +1,7 @@
 """Scoring a text with a model: window by window, as training sees it, or in one pass with the
 state carried from the first token to the last, as generation runs the network.
 
-* :func:`window_loss` cuts the text into the evaluation windows of :func:`seqpred.data.eval_batches`
+* :func:`window_loss` cuts the text into the evaluation windows of :func:`seqpred.batches.eval_batches`
   (non-overlapping ``seq_len``-token windows for the ``sequence`` objective), each scored from a zero
   state. It is the figure training has always reported.
 * :func:`carried_loss` predicts every token from all the tokens before it: token ``i + 1`` from
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import Model
-from .data import eval_batches
+from .batches import eval_batches
 from .errors import UsageError
 from .reference import log_softmax
 from .spec import ModelSpec

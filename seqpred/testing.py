@@ -47,8 +47,8 @@ import numpy as np
 import pytest
 
 from .backend import BACKEND_ATTRIBUTES, MODEL_METHODS, Backend, Model, OptimizerSettings, missing_methods
+from .batches import TrainBatches, split_validation
 from .config import resolve
-from .data import TrainBatches, split_validation
 from .dropout_probe import PLACEMENTS, dropout_problems, kept_sum, probe_batch, probe_spec, probe_weights
 from .models import build_model, implements
 from .reference import ReferenceModel, cross_entropy

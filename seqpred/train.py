@@ -23,9 +23,8 @@ import numpy as np
 
 from . import runs
 from .backend import Model, OptimizerSettings
+from .batches import StripeBatches, TrainBatches, split_validation
 from .config import FIELDS, RESUMABLE, TrainConfig
-from .corpus import read_corpus
-from .data import StripeBatches, TrainBatches, split_validation
 from .devices import check_device
 from .errors import BackendError, CorpusError, RunError, SeqpredError, UsageError
 from .memory import check_fits, training_bytes
@@ -38,6 +37,7 @@ from .schedule import Schedule
 from .scoring import carried_loss, validation_stripes
 from .scoring import window_loss as evaluate
 from .spec import ModelSpec
+from .text_sources import read_corpus
 from .vocab import Vocab, build_char_vocab_and_ids
 from .weights import check_weights, init_weights
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from seqpred import corpora
-from seqpred.corpora import CATALOGUE, CorpusDownloadError, cache_dir, download, resolve_corpus
+from seqpred import catalogue
+from seqpred.catalogue import CATALOGUE, CorpusDownloadError, cache_dir, download, resolve_corpus
 from seqpred.errors import CorpusError, UsageError
 from tests.conftest import make_text, one_line_error
 
@@ -325,7 +325,7 @@ def test_resolve_corpus_refuses_a_corrupt_copy(payload, cache):
 
 def test_status_is_read_from_the_live_catalogue(payload, cache):
     entry = CATALOGUE[NAME]
-    assert corpora.status(entry) == "missing"
+    assert catalogue.status(entry) == "missing"
     cache.mkdir()
     (cache / f"{NAME}.txt").write_bytes(payload)
-    assert corpora.status(entry) == "ok"
+    assert catalogue.status(entry) == "ok"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from seqpred.data import TrainBatches, eval_batches, split_validation, windows
+from seqpred.batches import TrainBatches, eval_batches, split_validation, windows
 from seqpred.errors import CorpusError
 
 

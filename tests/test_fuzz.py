@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from seqpred.config import TrainConfig
-from seqpred.corpus import read_corpus
 from seqpred.errors import SeqpredError
 from seqpred.runs import (
     LATEST_FILE,
@@ -28,6 +27,7 @@ from seqpred.runs import (
     tensor_bytes,
 )
 from seqpred.spec import ModelSpec
+from seqpred.text_sources import read_corpus
 from seqpred.vocab import Vocab
 from seqpred.weights import canonical_shapes, init_weights
 

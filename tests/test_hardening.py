@@ -131,7 +131,7 @@ def test_utf16_and_utf32_are_named(cli, tmp_path, encoding, named):
 
 
 def test_utf8_bom_is_stripped(tmp_path):
-    from seqpred.corpus import read_corpus
+    from seqpred.text_sources import read_corpus
 
     path = tmp_path / "bom.txt"
     path.write_bytes(b"\xef\xbb\xbfhello\r\nworld\n")

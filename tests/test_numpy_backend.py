@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from seqpred import ModelSpec, OptimizerSettings, bptt
+from seqpred.batches import TrainBatches
 from seqpred.cli import app
-from seqpred.data import TrainBatches
 from seqpred.errors import UsageError
 from seqpred.optim import Adam, clip_by_global_norm
 from seqpred.train import build_model

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqpred.data import StripeBatches
+from seqpred.batches import StripeBatches
 from seqpred.reference import ReferenceModel, cross_entropy
 from seqpred.runs import CARRIED_STATE_FILE, load_run, load_tensors
 from seqpred.scoring import carried_loss

@@ -27,7 +27,7 @@ def list_corpora(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """List the named corpora: size, whether a verified copy is cached (and where), and what each is."""
-    from ..corpora import CATALOGUE, cache_dir, cache_path, status
+    from ..catalogue import CATALOGUE, cache_dir, cache_path, status
 
     rows: list[dict[str, Any]] = []
     for name in sorted(CATALOGUE):
@@ -77,7 +77,7 @@ def download_corpus(
     Only the path goes to standard output, so ``$(seqpred corpus download NAME)`` can feed another
     command; one note on what happened goes to standard error, and on failure only the error line.
     """
-    from ..corpora import download
+    from ..catalogue import download
 
     result = download(name, force=force)
     if result.downloaded:

@@ -44,9 +44,9 @@ def generate(
     as_json: Annotated[bool, typer.Option("--json", help="Print samples and settings as JSON.")] = False,
 ) -> None:
     """Generate text from a trained run, on any backend."""
-    from ..corpus import read_text_file
     from ..generate import Generator
     from ..sampling import SamplingSettings
+    from ..text_sources import read_text_file
 
     if unknown not in ("error", "skip", "replace"):
         raise UsageError(f"--unknown must be error, skip or replace, got {unknown!r}")

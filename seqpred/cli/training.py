@@ -198,7 +198,7 @@ def _corpus_path(value: str) -> str:
     if not value.strip():
         return value
     try:
-        from ..corpora import resolve_corpus
+        from ..catalogue import resolve_corpus
     except ImportError:  # pragma: no cover - the catalogue is part of the package
         return value
     return str(resolve_corpus(value))
