@@ -29,3 +29,9 @@ class BackendError(SeqpredError):
 
 class VocabError(SeqpredError):
     """Text holds symbols that the vocabulary does not know."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or "" when it has none: one line for the user."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""

@@ -18,7 +18,7 @@ from typing import Any
 
 from .backend import MODEL_METHODS, Backend, Model, missing_methods
 from .devices import check_device
-from .errors import BackendError, SeqpredError
+from .errors import BackendError, SeqpredError, first_line
 from .registry import get_registry
 from .spec import ModelSpec
 
@@ -51,7 +51,7 @@ def build_model(backend_name: str, spec: ModelSpec, device: str, seed: int) -> M
     try:
         model = backend.create_model(spec, device=device, seed=seed)
     except (ImportError, RuntimeError, ValueError) as exc:  # the contract's way to report a user's problem
-        raise BackendError(f"backend {backend_name!r} could not build the model: {_line(exc)}") from exc
+        raise BackendError(f"backend {backend_name!r} could not build the model: {_said(exc)}") from exc
     except MemoryError as exc:
         raise BackendError(
             f"backend {backend_name!r} ran out of memory building a model of {spec.parameter_count():,} "
@@ -61,7 +61,7 @@ def build_model(backend_name: str, spec: ModelSpec, device: str, seed: int) -> M
         raise
     except Exception as exc:  # anything else is the plugin's bug; still one line, naming who to ask
         raise BackendError(
-            f"backend {backend_name!r} ({dist}) failed to build the model: {type(exc).__name__}: {_line(exc)}"
+            f"backend {backend_name!r} ({dist}) failed to build the model: {type(exc).__name__}: {_said(exc)}"
         ) from exc
     missing_names = missing_methods(model, MODEL_METHODS)
     if missing_names:
@@ -77,9 +77,8 @@ def implements(model: Any, method: str) -> bool:
     return getattr(type(inner), method, None) is not getattr(Model, method, None)
 
 
-def _line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+def _said(exc: BaseException) -> str:
+    return first_line(exc) or type(exc).__name__
 
 
 class GuardedModel:
@@ -113,7 +112,7 @@ class GuardedModel:
             except Exception as exc:
                 raise BackendError(
                     f"backend {self._backend!r} ({self._distribution}) failed in {name}: "
-                    f"{type(exc).__name__}: {_line(exc)}"
+                    f"{type(exc).__name__}: {_said(exc)}"
                 ) from exc
 
         self.__dict__[name] = guarded  # looked up directly from now on

@@ -23,7 +23,7 @@ import pluggy
 
 from . import hookspecs
 from .backend import BACKEND_ATTRIBUTES, Backend, missing_methods
-from .errors import BackendError, UsageError
+from .errors import BackendError, UsageError, first_line
 
 ENTRY_POINT_GROUP = "seqpred"
 
@@ -59,8 +59,8 @@ def _normalise(name: str) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    line = first_line(exc)
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 class Registry:

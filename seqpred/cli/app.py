@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from .._version import __version__
-from ..errors import SeqpredError
+from ..errors import SeqpredError, first_line
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -33,11 +33,6 @@ def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else ""
-
-
 def report(exc: BaseException, command: str) -> typer.Exit:
     """The one line and exit code for an exception that ended ``command``."""
     if _debug:
@@ -50,8 +45,8 @@ def report(exc: BaseException, command: str) -> typer.Exit:
         return fail(f"seqpred {command}: out of memory; try a smaller model, batch or text", EXIT_ERROR)
     if isinstance(exc, OSError):  # a full disk or a vanished file where no clearer message was given
         where = f"{exc.filename}: " if exc.filename else ""
-        return fail(f"{where}{exc.strerror or _first_line(exc) or type(exc).__name__}", EXIT_ERROR)
-    detail = _first_line(exc)
+        return fail(f"{where}{exc.strerror or first_line(exc) or type(exc).__name__}", EXIT_ERROR)
+    detail = first_line(exc)
     return fail(
         f"seqpred {command}: unexpected {type(exc).__name__}{': ' + detail if detail else ''}; "
         f"this is a bug: rerun with --debug and report it",
