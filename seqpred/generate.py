@@ -13,8 +13,9 @@ import numpy as np
 
 from .backend import Model
 from .errors import UsageError
-from .memory import check_fits
+from .memory import check_fits, memory_device
 from .models import build_model
+from .registry import get_registry
 from .runs import Run, load_run
 from .sampling import MAX_SEED, SamplingSettings, sample
 from .vocab import UnknownPolicy, detokenize, tokenize
@@ -53,6 +54,8 @@ class Generator:
         self.backend_name = backend or self.run.backend or "torch"
         self.model: Model = build_model(self.backend_name, self.run.spec, device, seed=0)
         self.model.set_weights(self.run.weights)
+        offered = tuple(getattr(get_registry().get(self.backend_name), "devices", ("cpu",)))
+        self.memory_device = memory_device(device, offered)  # where the streams' tensors live
 
     @property
     def vocab(self):
@@ -89,6 +92,7 @@ class Generator:
             float(num_samples) * per_stream,
             f"generating {num_samples:,} sample(s) of {length:,} tokens",
             "lower --num-samples or --length",
+            self.memory_device,
         )
 
     def start_tokens(self, prime: str, unknown: UnknownPolicy) -> np.ndarray:

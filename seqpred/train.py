@@ -25,9 +25,9 @@ from . import runs
 from .backend import Model, OptimizerSettings
 from .batches import StripeBatches, TrainBatches, split_validation
 from .config import FIELDS, RESUMABLE, TrainConfig
-from .devices import check_device
+from .devices import check_device, kind
 from .errors import BackendError, CorpusError, RunError, SeqpredError, UsageError
-from .memory import check_fits, training_bytes
+from .memory import check_fits, corpus_bytes, memory_device, training_bytes
 from .metrics import summary
 from .models import build_model, implements
 from .registry import get_registry
@@ -179,6 +179,23 @@ class Trainer:
         trainer.resuming = True
         return trainer
 
+    def _check_memory(self, spec: ModelSpec, corpus_tokens: int) -> None:
+        """Refuse, with the figure, a training that cannot fit: in the machine's memory, and on a GPU
+        also in that GPU's (the model there, the token ids here)."""
+        config = self.config
+        what = (
+            f"training this model ({config.layers} x {config.hidden} units, batches of "
+            f"{config.batch_size} x {spec.seq_len})"
+        )
+        advice = "choose a smaller --hidden, --layers, --batch-size or --seq-len"
+        offered = tuple(getattr(get_registry().trainer(config.backend), "devices", ("cpu",)))
+        device = memory_device(config.device, offered)
+        if kind(device) == "cuda":
+            check_fits(training_bytes(spec, config.batch_size, 0), what, advice, device)
+            check_fits(corpus_bytes(corpus_tokens), what, advice)
+        else:
+            check_fits(training_bytes(spec, config.batch_size, corpus_tokens), what, advice)
+
     # -- run -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         config = self.config
@@ -192,12 +209,7 @@ class Trainer:
                 f"give a text with at least two different {config.level}s"
             )
         spec = config.model_spec(len(vocab))
-        check_fits(
-            training_bytes(spec, config.batch_size, len(ids)),
-            f"training this model ({config.layers} x {config.hidden} units, batches of "
-            f"{config.batch_size} x {spec.seq_len})",
-            "choose a smaller --hidden, --layers, --batch-size or --seq-len",
-        )
+        self._check_memory(spec, len(ids))
         train_ids, val_ids = split_validation(ids, config.val_fraction, spec.seq_len)
         if config.state == "carry":
             batches: TrainBatches | StripeBatches = StripeBatches(

@@ -432,6 +432,62 @@ def test_unknown_distribution_in_load_plugins_is_a_warning(cli, corpus, tmp_path
 # -- memory estimated up front ------------------------------------------------------------------
 
 
+def _fake_nvidia_smi(folder: Path, monkeypatch, free_mib: str) -> Path:
+    """An ``nvidia-smi`` first on PATH that reports ``free_mib`` and logs its arguments."""
+    program = folder / "bin" / "nvidia-smi"
+    program.parent.mkdir()
+    log = folder / "nvidia-smi.log"
+    program.write_text(f'#!/bin/sh\necho "$@" >> {log}\necho "{free_mib}"\n')
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{program.parent}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+@pytest.mark.parametrize("backend", ["keras", "torch"])
+def test_training_that_cannot_fit_on_the_gpu_is_refused_with_its_free_memory(
+    cli, corpus, tmp_path, monkeypatch, backend
+):
+    """Checked before the model is built, so a machine without the GPU shows it as well as one with."""
+    from seqpred.registry import get_registry
+
+    get_registry().get(backend)
+    log = _fake_nvidia_smi(tmp_path, monkeypatch, "100")
+    result = cli(
+        "train", corpus, "--out", tmp_path / "r", "--backend", backend, "--device", "cuda:1",
+        "--hidden", "2048", "--quiet",
+    )  # fmt: skip
+    one_line_error(result, 2, "needs about", "of GPU memory", "100.0 MiB free on cuda:1", "--hidden")
+    assert "-i 1" in log.read_text()
+    assert not (tmp_path / "r").exists()
+
+
+def test_gpu_memory_is_judged_by_the_framework_where_nvidia_smi_cannot_tell(tmp_path, monkeypatch):
+    from seqpred.memory import check_fits, gpu_free_bytes, memory_device
+
+    _fake_nvidia_smi(tmp_path, monkeypatch, "No devices were found")
+    assert gpu_free_bytes("cuda") is None
+    check_fits(2.0**60, "this", "less", "cuda")  # unknown: no refusal here, the allocator decides
+    with pytest.raises(Exception, match="of memory, more than"):
+        check_fits(2.0**60, "this", "less", "cpu")
+    assert memory_device("auto", ("cpu", "cuda")) == "cpu"
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert gpu_free_bytes("cuda:0") is None
+
+
+def test_auto_counts_as_the_gpu_when_one_is_reported_and_the_backend_offers_it(tmp_path, monkeypatch):
+    from seqpred.memory import check_fits, memory_device
+
+    _fake_nvidia_smi(tmp_path, monkeypatch, "2048")
+    assert memory_device("auto", ("cpu", "cuda")) == "cuda"
+    assert memory_device("auto", ("cpu",)) == "cpu"
+    assert memory_device("cuda:2", ("cpu", "cuda")) == "cuda:2"
+    check_fits(2.0**30, "this", "less", "cuda")  # 1 GiB in 2 GiB free
+    with pytest.raises(
+        Exception, match=r"needs about 3.0 GiB of GPU memory, more than the 2.0 GiB free on cuda"
+    ):
+        check_fits(3 * 2.0**30, "this", "less", "cuda")
+
+
 @pytest.mark.parametrize("backend", ["numpy", "keras", "torch"])
 def test_training_that_cannot_fit_in_memory_is_refused_with_the_figure(cli, corpus, tmp_path, backend):
     from seqpred.registry import get_registry
@@ -464,13 +520,25 @@ def test_run_folder_that_cannot_be_written_on_resume_is_a_usage_error(cli, run, 
     assert _snapshot(run) == before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
 def test_read_only_run_folder_on_resume(cli, run):
-    run.chmod(0o555)
+    """A folder nobody may write to. Root writes into any folder whatever its mode, so as root the
+    folder is made immutable (``chattr +i``), which holds for root too."""
+    import subprocess
+
+    if os.geteuid() == 0:
+        made = subprocess.run(["chattr", "+i", run], capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(f"root, and this filesystem refuses chattr +i: {made.stderr.strip()}")
+        undo = ["chattr", "-i", run]
+    else:
+        run.chmod(0o555)
+        undo = ["chmod", "755", run]
     try:
+        before = _snapshot(run)
         one_line_error(cli("train", "--resume", run, "--max-steps", "8", "--quiet"), 2, "cannot write there")
+        assert _snapshot(run) == before
     finally:
-        run.chmod(0o755)
+        subprocess.run(undo, check=True)
 
 
 def test_history_is_appended_to_never_through_a_link(tmp_path):
