@@ -22,6 +22,7 @@ From Python, next to any other reporter::
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,19 @@ class TensorBoardReporter:
             raise UsageError(f"--tensorboard {self.logdir}: cannot write there ({reason})") from None
         self.close()
         _wait_for_a_new_second(self.logdir)
+        _register_new_files_only()
         # Steps from first_step + 1 on are trained now; anything an earlier process wrote for them goes.
-        self.writer = self._writer_class(
-            str(self.logdir), purge_step=first_step + 1, flush_secs=FLUSH_SECONDS
-        )
+        try:
+            self.writer = self._writer_class(
+                f"{NEW_FILES_ONLY}:{self.logdir.resolve()}",
+                purge_step=first_step + 1,
+                flush_secs=FLUSH_SECONDS,
+            )
+        except FileExistsError as exc:
+            raise UsageError(
+                f"--tensorboard {self.logdir}: {Path(exc.filename).name} is already there (a link, or "
+                f"another run's file); seqpred writes new event files only"
+            ) from None
         if self.then is not None:
             self.then.start(total_steps, first_step, info)
 
@@ -111,3 +121,34 @@ def _wait_for_a_new_second(logdir: Path) -> None:
     file, and their names in the order TensorBoard must read them."""
     while any(logdir.glob(f"events.out.tfevents.{int(time.time())}.*")):
         time.sleep(0.05)
+
+
+#: The scheme under which tensorboardX hands seqpred the event files to open (its writer-factory
+#: extension point, the one its S3 support uses): each is created new, never through a link.
+NEW_FILES_ONLY = "seqpred-new-file"
+
+
+class _NewFilesOnly:
+    """tensorboardX writer factory: the logdir is made by the reporter; each event file is created
+    with O_EXCL and O_NOFOLLOW, so a link or file planted at its name is refused, never written through."""
+
+    @staticmethod
+    def _path(path: str) -> str:
+        return path[len(NEW_FILES_ONLY) + 1 :]
+
+    def directory_check(self, path: str) -> None:
+        if not os.path.isdir(self._path(path)):
+            raise FileNotFoundError(self._path(path))
+
+    def open(self, path: str):
+        path = self._path(path)
+        flags = (
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        )
+        return os.fdopen(os.open(path, flags, 0o644), "wb")
+
+
+def _register_new_files_only() -> None:
+    from tensorboardX.record_writer import register_writer_factory
+
+    register_writer_factory(NEW_FILES_ONLY, _NewFilesOnly())

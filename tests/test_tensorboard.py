@@ -109,3 +109,40 @@ def test_a_file_in_place_of_the_folder_is_refused(cli, corpus, tmp_path):
     (tmp_path / "tb").write_text("")
     result = cli("train", corpus, "--out", tmp_path / "run", *TINY, "--tensorboard", tmp_path / "tb")
     one_line_error(result, 2, "--tensorboard", "is not a folder")
+
+
+def test_event_files_are_never_written_through_a_link(cli, corpus, tmp_path):
+    """Links planted at the names of the next seconds' event files: the run writes a file of its own
+    and the links' target is untouched."""
+    import socket
+    import time
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    logdir = tmp_path / "tb"
+    logdir.mkdir()
+    now = int(time.time())
+    for second in range(now, now + 3):
+        (logdir / f"events.out.tfevents.{second}.{socket.gethostname()}").symlink_to(victim)
+    result = cli("train", corpus, "--out", tmp_path / "run", "--quiet", *TINY, "--max-steps", "3",
+                 "--tensorboard", logdir)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "precious\n"
+    written = [p for p in logdir.glob("events.out.tfevents.*") if not p.is_symlink()]
+    assert len(written) == 1 and written[0].stat().st_size > 0
+
+
+def test_the_event_file_opener_refuses_a_link_or_an_existing_file(tmp_path):
+    from seqpred.tensorboard import NEW_FILES_ONLY, _NewFilesOnly
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "link").symlink_to(victim)
+    opener = _NewFilesOnly()
+    for name in ("link", "victim.txt"):
+        with pytest.raises(FileExistsError):
+            opener.open(f"{NEW_FILES_ONLY}:{tmp_path / name}")
+    assert victim.read_text() == "precious\n"
+    with opener.open(f"{NEW_FILES_ONLY}:{tmp_path / 'new'}") as handle:
+        handle.write(b"event")
+    assert (tmp_path / "new").read_bytes() == b"event"
