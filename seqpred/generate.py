@@ -1,6 +1,10 @@
-"""The generation loop: prime → the backend's one-step function with carried state → sampling.
+"""The generation loop: prime → the backend's steps with carried state → sampling.
 
-Every stream costs one step of the model per token, whatever the length of the text so far.
+Every stream costs one step of the model per token, whatever the length of the text so far. The
+core draws the uniforms and asks for tokens a chunk at a time: a backend with a fused loop
+(:meth:`seqpred.Model.generate_tokens`) makes the whole chunk in one call, any other is stepped
+here, one :meth:`~seqpred.Model.step` and one :func:`seqpred.sampling.pick` per token. Both give
+the same tokens for the same seed, whatever the chunks.
 """
 
 from __future__ import annotations
@@ -8,21 +12,69 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .backend import Model
 from .errors import UsageError
 from .memory import check_fits, memory_device
-from .models import build_model
+from .models import build_model, implements
 from .registry import get_registry
 from .runs import Run, load_run
-from .sampling import MAX_SEED, SamplingSettings, sample
+from .sampling import MAX_SEED, SamplingSettings, draw_uniforms, pick
 from .vocab import UnknownPolicy, detokenize, tokenize
 
 MAX_LENGTH = 10_000_000
 #: The longest prime: it is run through the model in one pass, so its memory grows with its length.
 MAX_PRIME_TOKENS = 1_000_000
+#: Tokens per stream asked of one call: the most, and the most while text is streamed or stop
+#: strings are watched (chunks start at one token and double up to it, so text arrives at once and
+#: little is generated past a stop).
+CHUNK = 256
+WATCHED_CHUNK = 32
+#: Uniforms drawn at once, at most (streams x tokens per call).
+CHUNK_VALUES = 1 << 16
+
+
+def stepped_tokens(
+    model: Model,
+    tokens: np.ndarray,
+    state: Any,
+    settings: SamplingSettings,
+    uniforms: np.ndarray,
+    *,
+    return_logits: bool = False,
+) -> tuple[np.ndarray, Any, np.ndarray | None]:
+    """The generic loop of :meth:`seqpred.Model.generate_tokens`: one step and one pick per token.
+
+    The oracle of every fused loop, and what runs on a backend without one.
+    """
+    chosen = np.empty(uniforms.shape, dtype=np.int32)
+    seen = []
+    for k in range(uniforms.shape[1]):
+        logits, state = model.step(tokens, state)
+        if return_logits:
+            seen.append(np.asarray(logits, dtype=np.float32))
+        tokens = chosen[:, k] = pick(logits, settings, uniforms[:, k])
+    return chosen, state, np.stack(seen, axis=1) if return_logits else None
+
+
+def generate_tokens(
+    model: Model,
+    tokens: np.ndarray,
+    state: Any,
+    settings: SamplingSettings,
+    uniforms: np.ndarray,
+    *,
+    fused: bool = True,
+    return_logits: bool = False,
+) -> tuple[np.ndarray, Any, np.ndarray | None]:
+    """K = ``uniforms.shape[1]`` tokens per stream after feeding ``tokens`` [B]: the backend's fused
+    loop where it has one (and ``fused``), else :func:`stepped_tokens`."""
+    if fused and implements(model, "generate_tokens"):
+        return model.generate_tokens(tokens, state, settings, uniforms, return_logits=return_logits)
+    return stepped_tokens(model, tokens, state, settings, uniforms, return_logits=return_logits)
 
 
 @dataclass
@@ -49,7 +101,10 @@ class Generator:
         *,
         device: str = "cpu",
         checkpoint: str = "best",
+        fused: bool = True,
     ):
+        """``fused=False`` steps the model one token per call even where the backend has a fused loop."""
+        self.fused = fused
         self.run = run if isinstance(run, Run) else load_run(run, checkpoint)
         self.backend_name = backend or self.run.backend or "torch"
         self.model: Model = build_model(self.backend_name, self.run.spec, device, seed=0)
@@ -137,15 +192,29 @@ class Generator:
         batch = np.repeat(ids[None, :], num_samples, axis=0)
         if batch.shape[1] > 1:
             _, state = self.model.forward(batch[:, :-1], state)
-        logits, state = self.model.step(batch[:, -1], state)
+        tokens = batch[:, -1]
 
         streams = _Streams(self.vocab, num_samples, ids[-1] if prime else None, stop, on_text)
-        for position in range(length):
-            chosen = sample(logits, settings, rng)
-            streams.add(chosen)
-            if streams.all_done or position + 1 == length:
-                break
-            logits, state = self.model.step(chosen, state)
+        most = max(1, min(CHUNK, CHUNK_VALUES // num_samples))
+        watched = bool(stop) or on_text is not None
+        chunk = 1 if watched else most
+        remaining = length
+        while remaining > 0 and not streams.all_done:
+            count = min(chunk, remaining)
+            if settings.greedy:
+                uniforms = np.zeros((num_samples, count))
+            else:
+                uniforms = draw_uniforms(rng, num_samples, count)
+            chosen, state, _ = generate_tokens(
+                self.model, tokens, state, settings, uniforms, fused=self.fused
+            )
+            for k in range(count):
+                streams.add(chosen[:, k])
+                if streams.all_done:
+                    break
+            tokens = chosen[:, -1]
+            remaining -= count
+            chunk = min(2 * chunk, WATCHED_CHUNK if watched else most)
         return Generation(
             samples=streams.texts(),
             prime=prime,
