@@ -17,6 +17,10 @@ the framework, and talks to the returned :class:`Model` in NumPy arrays only:
   store, split or join states (checkpoints of stateful training, batches whose streams come and go).
   The canonical layout is a float32 array [layers, 2, B, H]: for every layer, h then c.
 
+Generation may be fused: a backend that implements :meth:`Model.generate_tokens` generates many
+tokens per call with the core's sampling transform (:mod:`seqpred.sampling`), translated exactly;
+one that does not is stepped by the core, one token per call.
+
 Losses are the mean cross-entropy in nats over all predicted tokens of the batch. Training uses
 Adam with the :class:`OptimizerSettings` given, the learning rate and the step of each batch
 passed in by the core, and gradient clipping by global norm when ``clip`` is set: the maths of
@@ -31,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .sampling import SamplingSettings
 from .spec import ModelSpec
 from .weights import Weights
 
@@ -121,6 +126,26 @@ class Model(ABC):
         ``state`` and the returned final state are canonical arrays [layers, 2, B, H]; gradients do
         not flow into ``state`` (truncated back-propagation through time). Only the ``sequence``
         objective trains this way. Optional: a backend without it cannot train with ``--state carry``.
+        """
+        raise NotImplementedError
+
+    def generate_tokens(
+        self,
+        tokens: np.ndarray,
+        state: Any,
+        settings: SamplingSettings,
+        uniforms: np.ndarray,
+        *,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, Any, np.ndarray | None]:
+        """Fused generation (optional): K tokens for each of B streams in one call.
+
+        Feed ``tokens`` [B], pick a token per stream from the logits with
+        :func:`seqpred.sampling.pick` (or an exact translation of it) and ``uniforms[:, k]``, feed it,
+        and so on for the K columns of ``uniforms`` [B, K] (float64, drawn by the core). Returns the
+        tokens picked, int32 [B, K], the state after feeding all but the last of them (the next call
+        feeds that one), and, with ``return_logits``, the logits each was picked from, [B, K, V].
+        Where a backend does not override it, the core steps :meth:`step` and samples itself.
         """
         raise NotImplementedError
 
