@@ -1,7 +1,9 @@
 """Windows over the encoded corpus and the seeded batch order that every backend receives.
 
 Windows are zero-copy views (``sliding_window_view``): only the rows of one batch are ever
-copied. A window holds ``seq_len + 1`` tokens: the inputs and, shifted by one, the targets.
+copied. The ids may be a read-only ``np.memmap`` of the token cache: windows, the validation split
+and batches index it without reading more of it than the rows they take. A window holds
+``seq_len + 1`` tokens: the inputs and, shifted by one, the targets.
 
 * ``sequence`` objective: an epoch is ``len // seq_len`` windows (as many tokens as the text) whose
   starts are drawn uniformly from every position of the text; the targets are the next token at
@@ -95,6 +97,13 @@ class TrainBatches:
         rng.shuffle(order)
         return order
 
+    @property
+    def plan_bytes(self) -> int:
+        """Memory an epoch's plan takes: all that training holds of the corpus, whose ids may be mapped."""
+        if self.objective == "sequence":
+            return 8 * self.windows_per_epoch
+        return (4 if self.windows_per_epoch < 2**31 else 8) * self.windows_per_epoch
+
     def position(self, step: int) -> tuple[int, int]:
         """(epoch, batch index within the epoch) of global step ``step``."""
         return divmod(step, self.batches_per_epoch)
@@ -149,6 +158,9 @@ class StripeBatches:
         self.batch_size = max(1, min(batch_size, usable // (seq_len + 1)))
         self.stripe = usable // self.batch_size
         self.batches_per_epoch = max(1, (self.stripe - 1) // seq_len)
+
+    #: Stripes need no plan: a batch's rows are computed from its step.
+    plan_bytes = 0
 
     def position(self, step: int) -> tuple[int, int]:
         """(epoch, batch index within the epoch) of global step ``step``; index 0 resets the state."""

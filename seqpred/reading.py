@@ -73,7 +73,7 @@ def open_limited(path: Path, error: type[SeqpredError] = SeqpredError, what: str
         os.close(fd)
         raise
     with os.fdopen(fd, "rb", buffering=0) as handle:
-        yield handle  # type: ignore[misc]
+        yield handle
 
 
 def grew_error(path: Path, error: type[SeqpredError] = SeqpredError) -> SeqpredError:

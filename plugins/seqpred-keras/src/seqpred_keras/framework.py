@@ -49,4 +49,20 @@ for _gpu in tf.config.list_physical_devices("GPU"):
     with contextlib.suppress(RuntimeError):
         tf.config.experimental.set_memory_growth(_gpu, True)
 
-__all__ = ["keras", "tf"]
+
+def apply_threads() -> None:
+    """Give TensorFlow the thread count seqpred chose for this process (``seqpred.threads``), if any.
+
+    TensorFlow takes it only before its runtime starts; afterwards its pools stay as they are (the
+    environment that ``use_threads`` set before the import has then already sized them)."""
+    from seqpred.threads import chosen_threads, inter_op_threads
+
+    threads = chosen_threads()
+    if threads is None:
+        return
+    with contextlib.suppress(RuntimeError):
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads(threads))
+
+
+__all__ = ["apply_threads", "keras", "tf"]

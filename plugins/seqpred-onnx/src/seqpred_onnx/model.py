@@ -19,11 +19,13 @@ import onnxruntime as ort
 from seqpred import Model, ModelSpec, OptimizerSettings
 from seqpred.export import build_graph
 from seqpred.reference import cross_entropy
+from seqpred.threads import chosen_threads
 from seqpred.weights import DTYPE, Weights, check_weights, init_weights
 
 State = tuple[np.ndarray, np.ndarray]  # h and c, each [layers, B, H]
 
-#: Environment variable: onnxruntime's intra-op threads (default: one per CPU core, up to 2).
+#: Environment variable: onnxruntime's intra-op threads (default: seqpred's thread count, see
+#: ``seqpred.threads``; without one, a thread per CPU core, up to 2).
 THREADS_VARIABLE = "SEQPRED_ONNX_THREADS"
 
 _INFERENCE_ONLY = (
@@ -50,8 +52,8 @@ def session_options() -> ort.SessionOptions:
             raise ValueError(f"{THREADS_VARIABLE} must be a whole number of threads, got {value!r}") from None
         if threads < 1:
             raise ValueError(f"{THREADS_VARIABLE} must be at least 1, got {threads}")
-    else:
-        threads = min(2, os.cpu_count() or 1)
+    else:  # seqpred's choice (--threads, SEQPRED_THREADS, or the free cores), else the cores up to 2
+        threads = chosen_threads() or min(2, os.cpu_count() or 1)
     options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: no notices on stderr
     return options
