@@ -254,3 +254,14 @@ class KerasModel(Model):
             self._table = self._step_table()
         logits, state = self._step_fn(self._table, _ids(tokens), state)
         return logits.numpy(), state
+
+    @on_device
+    def generate_tokens(self, tokens, state, settings, uniforms, *, return_logits=False):
+        """Many tokens per call: the step and the core's sampler in one in-graph loop (fused.py)."""
+        if self._table is None:
+            self._table = self._step_table()
+        if getattr(self, "_fused", None) is None:
+            from .fused import FusedGeneration
+
+            self._fused = FusedGeneration(self)
+        return self._fused(self._table, tokens, state, settings, uniforms, return_logits)
