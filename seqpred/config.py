@@ -185,7 +185,9 @@ class TrainConfig:
     # data
     level: str = option("char", "Tokens: char or word.", check=choice(*LEVELS))
     lower: bool = option(False, "Lower-case the text.", check=boolean, flags=("--lower/--no-lower",))
-    val_fraction: float = option(0.1, "Share of the text kept as validation tail.", check=fraction)
+    val_fraction: float = option(
+        0.1, "Share of the text kept as validation tail.", check=fraction, metavar="FRACTION"
+    )
     # model
     hidden: int = option(256, "LSTM units per layer.", check=positive_int, metavar="N")
     layers: int = option(2, "Stacked LSTM layers.", check=positive_int, metavar="N")
@@ -230,7 +232,9 @@ class TrainConfig:
     min_lr: float = option(
         0.0, "Floor of the cosine and plateau schedules.", check=non_negative, metavar="RATE"
     )
-    plateau_factor: float = option(0.5, "Plateau: multiply the rate by this.", check=open_fraction)
+    plateau_factor: float = option(
+        0.5, "Plateau: multiply the rate by this.", check=open_fraction, metavar="FACTOR"
+    )
     plateau_patience: int = option(
         2, "Plateau: validations without improvement before lowering.", check=positive_int, metavar="N"
     )
@@ -241,6 +245,10 @@ class TrainConfig:
     val_every: int = option(
         200, "Validate every N steps (and each epoch end).", check=positive_int, resumable=True, metavar="N"
     )
+    sample_every: int | None = option(
+        None, "Show a sample of generated text at the first validation after every N steps.",
+        check=optional(positive_int), resumable=True, metavar="N",
+    )  # fmt: skip
     # generation defaults recorded with the run
     greedy: bool = option(False, "Generate greedily by default.", check=boolean, cli=False)
     temperature: float = option(0.8, "Default sampling temperature.", check=positive, cli=False)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import runs
+from . import progress, runs
 from .backend import Model, OptimizerSettings
 from .batches import StripeBatches, TrainBatches, split_validation
 from .config import FIELDS, RESUMABLE, TrainConfig
@@ -74,6 +74,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     tokens_per_second: float = 0.0
+    best_step: int | None = None
 
 
 def encode_corpus(text: str, level: str, vocab: Vocab | None = None) -> tuple[Vocab, np.ndarray]:
@@ -199,10 +200,12 @@ class Trainer:
     # -- run -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         config = self.config
+        self._clock = time.perf_counter()  # --time-limit counts the whole training, from here
         stored = runs.load_run(self.out, "latest") if self.resuming else None
-        text = read_corpus(config.corpus, lower=config.lower)
-        vocab, ids = encode_corpus(text, config.level, stored.vocab if stored else None)
-        del text  # the ids are all training needs; a large corpus should not be held twice
+        with progress.task(f"reading and encoding {config.corpus or 'the corpus'}"):
+            text = read_corpus(config.corpus, lower=config.lower)
+            vocab, ids = encode_corpus(text, config.level, stored.vocab if stored else None)
+            del text  # the ids are all training needs; a large corpus should not be held twice
         if len(vocab) < 2:
             raise CorpusError(
                 f"{config.corpus}: the corpus has only one distinct symbol; nothing to predict: "
@@ -210,6 +213,12 @@ class Trainer:
             )
         spec = config.model_spec(len(vocab))
         self._check_memory(spec, len(ids))
+        meta = {"backend": config.backend, "device": config.device}
+        self._sample = (
+            progress.ValidationSample(runs.Run(self.out, spec, vocab, {}, meta, config.to_dict()))
+            if config.sample_every
+            else None
+        )
         train_ids, val_ids = split_validation(ids, config.val_fraction, spec.seq_len)
         if config.state == "carry":
             batches: TrainBatches | StripeBatches = StripeBatches(
@@ -307,6 +316,9 @@ class Trainer:
                 "val_tokens": len(val_ids),
                 "steps_per_epoch": batches.batches_per_epoch,
                 "resumed": self.resuming,
+                "run": str(self.out),
+                "device": str(getattr(model, "device", config.device)),
+                "threads": getattr(config, "threads", None),
             },
         )
         result = TrainResult(run=self.out, steps=first, val=None, best_val=None)
@@ -316,6 +328,7 @@ class Trainer:
         run_tokens = 0
         step = first
         status = "finished"
+        last_sample, reserve = first, 0.0  # reserve: the longest validation and checkpoint so far
         with _StopSignals() as signals, runs.open_for_append(self.out / runs.HISTORY_FILE) as history:
             stream: Iterator = batches.iter_from(first)
             while step < total_steps:
@@ -350,12 +363,19 @@ class Trainer:
                 result.losses.append(loss)
                 self.reporter.step(entry)
 
-                out_of_time = config.time_limit is not None and seconds_before + elapsed >= config.time_limit
+                spent = seconds_before + time.perf_counter() - self._clock
+                # Stop before a step and the final validation would end past the limit (and before a
+                # validation due now if another step and validation could not follow it in time).
+                due = step % config.val_every == 0 or index == 0
+                next_step = elapsed / (step - first) + reserve * (2 if due else 1)
+                out_of_time = config.time_limit is not None and spent + next_step >= config.time_limit
                 ending = step == total_steps or out_of_time or signals.received is not None
-                record.step, record.tokens, record.seconds = step, tokens, seconds_before + elapsed
+                record.step, record.tokens, record.seconds = step, tokens, spent
                 if len(val_ids) and (step % config.val_every == 0 or index == 0 or ending):
-                    val_loss = evaluate(model, val_ids, spec)
-                    carried = carried_loss(model, val_ids, stripes=stripes)
+                    validating = time.perf_counter()
+                    with progress.scoring("validation", model, len(val_ids), spec, stripes) as scored:
+                        val_loss = evaluate(scored, val_ids, spec)
+                        carried = carried_loss(scored, val_ids, stripes=stripes)
                     if not math.isfinite(val_loss):
                         raise self._diverged(step, f"the validation loss is {val_loss}")
                     schedule.observe(val_loss)
@@ -377,6 +397,9 @@ class Trainer:
                         **carried_summary,
                         "best": best,
                     }
+                    every = config.sample_every or 0
+                    if self._sample is not None and every and step // every > last_sample // every:
+                        val_record["sample"], last_sample = self._sample(model, step), step
                     history.write(json.dumps(val_record) + "\n")
                     result.val = {**summary(val_loss), **carried_summary}
                     self.reporter.validation(val_record)
@@ -385,6 +408,7 @@ class Trainer:
                         status, ending = "early-stopped", True
                     history.flush()
                     self._checkpoint(model, record, schedule, improved=improved)
+                    reserve = max(reserve, time.perf_counter() - validating)
                 elif ending:
                     history.flush()
                     self._checkpoint(model, record, schedule, improved=False)
@@ -399,8 +423,10 @@ class Trainer:
         result.steps = step
         result.status = status
         result.best_val = best if math.isfinite(best) else None
-        result.seconds = time.perf_counter() - started
-        result.tokens_per_second = run_tokens / result.seconds if result.seconds > 0 else 0.0
+        result.best_step = record.best_step
+        result.seconds = time.perf_counter() - self._clock
+        loop_seconds = time.perf_counter() - started
+        result.tokens_per_second = run_tokens / loop_seconds if loop_seconds > 0 else 0.0
         self.reporter.end(result)
         if status == "interrupted":
             raise TrainingInterrupted(

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from ..config import OPTIONS, PRESETS
-from ..errors import UsageError
+from ..errors import UsageError, VocabError
+from ..progress import INTERVAL, INTERVAL_ENV
 from .app import app
 
 
@@ -56,7 +57,8 @@ _COMMAND_PARAMETERS = [
         inspect.Parameter.KEYWORD_ONLY,
         default=Path("runs/latest"),
         annotation=Annotated[
-            Path, typer.Option("--out", "-o", help="Run folder to write.", metavar="FOLDER")
+            Path,
+            typer.Option("--out", "-o", help="Run folder to write.", metavar="FOLDER", show_default=True),
         ],
     ),
     inspect.Parameter(
@@ -66,7 +68,9 @@ _COMMAND_PARAMETERS = [
         annotation=Annotated[
             Path | None,
             typer.Option(
-                "--config", help="TOML file of training options; flags override it.", metavar="FILE"
+                "--config",
+                help="TOML file of training options; flags override it. [default: none]",
+                metavar="FILE",
             ),
         ],
     ),
@@ -76,27 +80,44 @@ _COMMAND_PARAMETERS = [
         default=None,
         annotation=Annotated[
             Path | None,
-            typer.Option(help="Continue this run folder from its latest checkpoint.", metavar="RUN"),
+            typer.Option(
+                help="Continue this run folder from its latest checkpoint. [default: none: a new run]",
+                metavar="RUN",
+            ),
         ],
     ),
     inspect.Parameter(
         "force",
         inspect.Parameter.KEYWORD_ONLY,
         default=False,
-        annotation=Annotated[bool, typer.Option("--force", help="Replace a run already in --out.")],
+        annotation=Annotated[
+            bool, typer.Option("--force", help="Replace a run already in --out. [default: off]")
+        ],
     ),
     inspect.Parameter(
         "quiet",
         inspect.Parameter.KEYWORD_ONLY,
         default=False,
-        annotation=Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")],
+        annotation=Annotated[
+            bool,
+            typer.Option(
+                "--quiet",
+                "-q",
+                help="No progress output (bars on a terminal; elsewhere a line every "
+                f"{INTERVAL:.0f} s, or {INTERVAL_ENV}). [default: off]",
+            ),
+        ],
     ),
     inspect.Parameter(
         "log_format",
         inspect.Parameter.KEYWORD_ONLY,
         default="rich",
         annotation=Annotated[
-            str, typer.Option(help="Progress as a rich bar, or json lines on stdout.", metavar="rich|json")
+            str,
+            typer.Option(
+                help="Progress as a rich bar (log lines when not a terminal), or json lines on stdout.",
+                metavar="rich|json",
+            ),
         ],
     ),
     inspect.Parameter(
@@ -106,7 +127,8 @@ _COMMAND_PARAMETERS = [
         annotation=Annotated[
             Path | None,
             typer.Option(
-                help="Also write the training and validation scalars as TensorBoard event files here.",
+                help="Also write the training and validation scalars as TensorBoard event files here. "
+                "[default: none]",
                 metavar="FOLDER",
             ),
         ],
@@ -132,7 +154,7 @@ def train(
     best checkpoints and the history. Flags override --config, which overrides --preset.
     """
     from ..config import load_toml, resolve
-    from ..progress import make_reporter
+    from ..progress import display, make_reporter, summary_lines
     from ..train import Trainer
 
     if log_format not in ("rich", "json"):
@@ -154,7 +176,6 @@ def train(
         if config_file is not None:
             raise UsageError("--config cannot be combined with --resume; the run keeps its configuration")
         trainer = Trainer.resume(resume, options, reporter=reporter)
-        out = resume
     else:
         file_values = load_toml(str(config_file)) if config_file is not None else {}
         if corpus is None and "corpus" not in file_values:
@@ -163,7 +184,8 @@ def train(
             file_values["corpus"] = _corpus_path(str(file_values["corpus"]))
         trainer = Trainer(resolve(options, file_values), out, reporter=reporter, force=force)
     try:
-        result = trainer.run()
+        with display(quiet=quiet or log_format == "json"):
+            result = trainer.run()
     finally:
         if board is not None:
             board.close()
@@ -181,8 +203,8 @@ def train(
             f"validation: loss {v['loss']:.4f} nats, {v['bits_per_token']:.4f} bits/token, "
             f"perplexity {v['perplexity']:.2f}{carried}"
         )
-    notes = {"early-stopped": " (stopped early: no improvement)", "time-limit": " (time limit reached)"}
-    typer.echo(f"saved run to {out} at step {result.steps}{notes.get(result.status, '')}")
+    for line in summary_lines(result):
+        typer.echo(line)
 
 
 # The command's flags: its own, then one per training option, in the order the config defines them.
@@ -206,18 +228,31 @@ def _corpus_path(value: str) -> str:
 
 @app.command()
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="Run folder, or an .onnx file from seqpred export.")],
-    corpus: Annotated[str, typer.Argument(help="Text to score: a file, a folder, - or a corpus name.")],
+    run: Annotated[
+        Path, typer.Argument(help="Run folder, or an .onnx file from seqpred export.", metavar="RUN")
+    ],
+    corpus: Annotated[
+        str,
+        typer.Argument(help="Text to score: a file, a folder, - or a corpus name.", metavar="CORPUS"),
+    ],
     backend: Annotated[
         str | None,
         typer.Option(
-            "--backend", "-b", help="Backend to score on; default: the one that trained it, onnx for a file."
+            "--backend",
+            "-b",
+            help="Backend to score on. [default: the one that trained it; onnx for an .onnx file]",
+            metavar="NAME",
         ),
     ] = None,
-    checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
-    unknown: Annotated[str, typer.Option(help="Symbols outside the vocabulary: error or skip.")] = "error",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
+    checkpoint: Annotated[str, typer.Option(help="Weights to score.", metavar="best|latest")] = "best",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.", metavar="DEVICE")] = "cpu",
+    unknown: Annotated[
+        str,
+        typer.Option(
+            help="Symbols outside the vocabulary: stop with an error, or skip them.", metavar="error|skip"
+        ),
+    ] = "error",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON. [default: off]")] = False,
 ) -> None:
     """Score a text with a trained run.
 
@@ -226,13 +261,22 @@ def evaluate(
     as generation runs the model.
     """
     from ..evaluation import evaluate_text
+    from ..progress import display, task
     from ..vocab import UnknownPolicy
 
     if unknown not in ("error", "skip"):
         raise UsageError(f"--unknown must be error or skip, got {unknown!r}")
     source = corpus if corpus == "-" else _corpus_path(corpus)
     policy: UnknownPolicy = "skip" if unknown == "skip" else "error"
-    scores = evaluate_text(run, source, backend=backend, checkpoint=checkpoint, device=device, unknown=policy)
+    try:
+        with display(), task(f"scoring {corpus}"):
+            scores = evaluate_text(
+                run, source, backend=backend, checkpoint=checkpoint, device=device, unknown=policy
+            )
+    except VocabError as exc:
+        if unknown != "error":
+            raise
+        raise VocabError(f"{exc}; add --unknown skip to score the text without them") from None
     if as_json:
         typer.echo(json.dumps(scores, indent=2))
     else:
@@ -250,9 +294,10 @@ def evaluate(
 
 @app.command()
 def plot(
-    run: Annotated[Path, typer.Argument(help="Run folder written by seqpred train.")],
+    run: Annotated[Path, typer.Argument(help="Run folder written by seqpred train.", metavar="RUN")],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="PNG to write; default RUN/curves.png.")
+        Path | None,
+        typer.Option("--output", "-o", help="PNG to write. [default: RUN/curves.png]", metavar="FILE"),
     ] = None,
 ) -> None:
     """Plot a run's loss curves as a PNG.
