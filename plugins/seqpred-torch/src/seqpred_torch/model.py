@@ -216,6 +216,18 @@ class TorchModel(Model):
 
     @torch.inference_mode()
     def step(self, tokens, state):
+        rows = torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(self.device)
+        logits, state = self.step_tensors(rows, state)
+        return logits.cpu().numpy(), state
+
+    def generate_tokens(self, tokens, state, settings, uniforms, *, return_logits=False):
+        """Many tokens per call, the state kept in torch and the kernel chosen by batch (fused.py)."""
+        from .fused import FusedGeneration
+
+        return FusedGeneration(self)(tokens, state, settings, uniforms, return_logits)
+
+    def step_tensors(self, rows: torch.Tensor, state):
+        """:meth:`step` on a tensor of token ids [B]: logits [B, V] as a tensor, and the next state."""
         if self._step_weights is None:
             self._prepare_step()
         table, layers, dense_w, dense_b = self._step_weights
@@ -225,7 +237,6 @@ class TorchModel(Model):
         x = None
         for k, (w_ih_t, w_hh_t, bias) in enumerate(layers):
             if k == 0:
-                rows = torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(self.device)
                 z = torch.addmm(table.index_select(0, rows), hs[0], w_hh_t)
             else:
                 z = torch.addmm(torch.addmm(bias, x, w_ih_t), hs[k], w_hh_t)
@@ -234,5 +245,4 @@ class TorchModel(Model):
             x = o * torch.tanh(c)
             new_h.append(x)
             new_c.append(c)
-        logits = torch.addmm(dense_b, x, dense_w)
-        return logits.cpu().numpy(), (new_h, new_c)
+        return torch.addmm(dense_b, x, dense_w), (new_h, new_c)
