@@ -6,7 +6,7 @@ Importing it imports no deep-learning framework; backends load theirs when a com
 
 from __future__ import annotations
 
-from . import backends, corpora, deployment, generation, training  # noqa: F401  (they register commands)
+from . import backends, corpora, deployment, generation, runs, training  # noqa: F401  (they register commands)
 from .app import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, app, fail
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "app", "fail", "main"]
