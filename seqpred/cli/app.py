@@ -133,7 +133,7 @@ app = typer.Typer(
     name="seqpred",
     help="Train sequence-prediction models on text and generate from them, on any installed backend.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion and --show-completion, as Typer offers them
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -147,7 +147,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show a traceback on errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show a traceback on errors. [default: off]")
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,

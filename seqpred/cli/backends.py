@@ -12,7 +12,9 @@ from .app import app
 
 @app.command()
 def backends(
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print machine-readable JSON. [default: off]")
+    ] = False,
 ) -> None:
     """List the backends and their status.
 

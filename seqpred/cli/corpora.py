@@ -24,7 +24,9 @@ corpus_app = typer.Typer(
 
 @corpus_app.command("list")
 def list_corpora(
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print machine-readable JSON. [default: off]")
+    ] = False,
 ) -> None:
     """List the named corpora: size, whether a verified copy is cached (and where), and what each is."""
     from ..catalogue import CATALOGUE, cache_dir, cache_path, status
@@ -67,19 +69,29 @@ def list_corpora(
 
 @corpus_app.command("download")
 def download_corpus(
-    name: Annotated[str, typer.Argument(help="Catalogue name (see seqpred corpus list).")],
+    name: Annotated[str, typer.Argument(help="Catalogue name (see seqpred corpus list).", metavar="NAME")],
     force: Annotated[
-        bool, typer.Option("--force", help="Download again even if a verified copy is cached.")
+        bool,
+        typer.Option("--force", help="Download again even if a verified copy is cached. [default: off]"),
     ] = False,
 ) -> None:
     """Download corpus NAME into the cache folder, verify its size and SHA-256, and print its path.
 
-    Only the path goes to standard output, so ``$(seqpred corpus download NAME)`` can feed another
-    command; one note on what happened goes to standard error, and on failure only the error line.
+    Only the path goes to standard output, so $(seqpred corpus download NAME) can feed another
+    command; a progress bar (on a terminal) and one note on what happened go to standard error, and
+    on failure only the error line.
     """
-    from ..catalogue import download
+    from ..catalogue import cache_path, download, get_entry
+    from ..progress import display, task
 
-    result = download(name, force=force)
+    entry = get_entry(name)
+    folder = cache_path(entry).parent
+
+    def received() -> float:  # the download's temporary file, as it grows
+        return max((p.stat().st_size for p in folder.glob(f".{entry.filename}.*.part")), default=0)
+
+    with display(), task(f"downloading {name}", total=entry.size, unit="bytes", poll=received):
+        result = download(name, force=force)
     if result.downloaded:
         typer.echo(f"{name}: downloaded from {result.url}; size and sha256 verified", err=True)
     else:

@@ -13,12 +13,17 @@ from .app import app
 
 @app.command()
 def export(
-    run: Annotated[Path, typer.Argument(help="Run folder written by seqpred train.")],
+    run: Annotated[Path, typer.Argument(help="Run folder written by seqpred train.", metavar="RUN")],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="File to write; default: RUN.onnx beside the folder.")
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="File to write. [default: RUN.onnx beside the folder]", metavar="FILE"
+        ),
     ] = None,
-    checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
-    export_format: Annotated[str, typer.Option("--format", help="onnx (the one format so far).")] = "onnx",
+    checkpoint: Annotated[str, typer.Option(help="Weights to export.", metavar="best|latest")] = "best",
+    export_format: Annotated[
+        str, typer.Option("--format", help="onnx (the one format so far).", metavar="FORMAT")
+    ] = "onnx",
 ) -> None:
     """Export a run as one self-contained ONNX file.
 
@@ -41,26 +46,41 @@ def export(
 
 @app.command()
 def serve(
-    run: Annotated[Path, typer.Argument(help="Run folder written by seqpred train.")],
+    run: Annotated[Path, typer.Argument(help="Run folder written by seqpred train.", metavar="RUN")],
     backend: Annotated[
         str | None,
-        typer.Option("--backend", "-b", help="Backend to run on; default: the one that trained it."),
+        typer.Option(
+            "--backend", "-b", help="Backend to run on. [default: the one that trained it]", metavar="NAME"
+        ),
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
-    checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.", metavar="DEVICE")] = "cpu",
+    checkpoint: Annotated[str, typer.Option(help="Weights to serve.", metavar="best|latest")] = "best",
+    host: Annotated[str, typer.Option(help="Address to listen on.", metavar="ADDRESS")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).", metavar="PORT")] = 8000,
     api_key: Annotated[
         str | None,
-        typer.Option(envvar="SEQPRED_API_KEY", help="Require 'Authorization: Bearer KEY' on every request."),
+        typer.Option(
+            envvar="SEQPRED_API_KEY",
+            help="Require 'Authorization: Bearer KEY' on every request. [default: none: no key]",
+            metavar="KEY",
+        ),
     ] = None,
     model_name: Annotated[
-        str | None, typer.Option(help="The model's id in the OpenAI API; default: the run folder's name.")
+        str | None,
+        typer.Option(
+            help="The model's id in the OpenAI API. [default: the run folder's name]", metavar="NAME"
+        ),
     ] = None,
-    max_streams: Annotated[int, typer.Option(help="Streams generated together in one batch.")] = 64,
-    max_waiting: Annotated[int, typer.Option(help="Requests that may wait for room; then 503.")] = 256,
-    max_length: Annotated[int, typer.Option(help="Tokens one request may generate.")] = 4096,
-    max_prime: Annotated[int, typer.Option(help="Characters of a prime, prompt or chat.")] = 100_000,
+    max_streams: Annotated[
+        int, typer.Option(help="Streams generated together in one batch.", metavar="N")
+    ] = 64,
+    max_waiting: Annotated[
+        int, typer.Option(help="Requests that may wait for room; then 503.", metavar="N")
+    ] = 256,
+    max_length: Annotated[int, typer.Option(help="Tokens one request may generate.", metavar="N")] = 4096,
+    max_prime: Annotated[
+        int, typer.Option(help="Characters of a prime, prompt or chat.", metavar="N")
+    ] = 100_000,
 ) -> None:
     """Serve a run over HTTP: a playground, /generate and the OpenAI API.
 
