@@ -25,6 +25,12 @@ Losses are the mean cross-entropy in nats over all predicted tokens of the batch
 Adam with the :class:`OptimizerSettings` given, the learning rate and the step of each batch
 passed in by the core, and gradient clipping by global norm when ``clip`` is set: the maths of
 :mod:`seqpred.reference_trainer`, which the conformance kit trains beside every backend.
+
+Data-parallel training is optional (:attr:`Backend.data_parallel`, :mod:`seqpred.distributed`): the
+core gives :meth:`Backend.create_model` a ``replicas`` layout, hands each process its rows of every
+batch, and combines losses itself; the model averages the gradients over every replica with its
+framework's collective. So is mixed precision (:attr:`Backend.precisions`, ``precision="bf16"``):
+bfloat16 compute for training, with the weights, the optimizer state and every result float32.
 """
 
 from __future__ import annotations
@@ -198,10 +204,35 @@ class Backend(ABC):
     install: str = ""
     objectives: tuple[str, ...] = ("sequence", "last")
     trains: bool = True
+    #: How its models train on several replicas, if they do (:mod:`seqpred.distributed`): ``processes``
+    #: (one process per replica: implement :meth:`join` and :meth:`launch`) or ``devices`` (one
+    #: process driving several devices). None: ``--replicas`` and torchrun are refused.
+    data_parallel: str | None = None
+    #: Training precisions it offers; ``bf16`` is passed to :meth:`create_model` as ``precision``.
+    precisions: tuple[str, ...] = ("fp32",)
 
     @abstractmethod
     def create_model(self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0) -> Model:
-        """Build the network for ``spec`` on ``device``; ``seed`` seeds the framework's dropout."""
+        """Build the network for ``spec`` on ``device``; ``seed`` seeds the framework's dropout.
+
+        The core adds two keywords only where the backend declares them: ``replicas`` (a
+        :class:`seqpred.distributed.Replicas`, when training on more than one) and ``precision``
+        (``"bf16"``). With ``replicas``, :meth:`Model.train_batch` receives this process's rows of
+        the batch (all of them for ``devices``, which hands each device its
+        :meth:`~seqpred.distributed.Replicas.device_blocks`), averages the gradients over every
+        replica, and returns the mean loss of the rows it received.
+        """
+
+    def join(self, replicas: Any) -> Any:
+        """``processes`` backends: join this process to the run's group (``replicas`` says which rank
+        it is) and return its :class:`seqpred.distributed.Collective`; called before anything else."""
+        raise NotImplementedError
+
+    def launch(self, count: int, worker: Any, args: tuple[Any, ...]) -> None:
+        """``processes`` backends: start ``count`` processes on this machine with the framework's own
+        launcher, each calling ``worker(*args)`` with the launcher's environment (``RANK``,
+        ``WORLD_SIZE``, ``LOCAL_RANK``) set; return when all have finished, raise if one failed."""
+        raise NotImplementedError
 
 
 def missing_methods(obj: object, names: tuple[str, ...]) -> list[str]:

@@ -18,6 +18,8 @@ resuming at step ``s`` needs nothing but ``s``.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +68,35 @@ def _as_batch(rows: np.ndarray, objective: str) -> Batch:
     return Batch(inputs, targets)
 
 
+def release(ids: np.ndarray) -> None:
+    """Let go of the pages of a mapped corpus that reading rows has mapped into this process.
+
+    The kernel maps a whole page-cache folio (up to megabytes) where one row is read, so batches
+    drawn at random would soon count most of a large corpus as this process's resident memory:
+    clean pages the kernel could reclaim, but counted all the same. Dropping the mapping after each
+    batch costs one system call; the pages stay in the page cache for the next read.
+    """
+    mapping = getattr(ids, "_mmap", None)
+    if mapping is not None:
+        with contextlib.suppress(ValueError, OSError):
+            mapping.madvise(mmap.MADV_DONTNEED)
+
+
+#: Rows read from a mapped corpus between two releases: at most a few MB mapped at any moment.
+ROWS_PER_RELEASE = 8
+
+
+def take_rows(view: np.ndarray, starts: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``view[starts]`` (a copy), releasing the pages of ``ids`` as it goes when they are mapped."""
+    if getattr(ids, "_mmap", None) is None:
+        return view[starts]
+    parts = []
+    for i in range(0, len(starts), ROWS_PER_RELEASE):
+        parts.append(view[starts[i : i + ROWS_PER_RELEASE]])
+        release(ids)
+    return np.concatenate(parts) if parts else view[starts]
+
+
 class TrainBatches:
     """Seeded, epoch-shuffled batches of training windows."""
 
@@ -110,7 +141,7 @@ class TrainBatches:
 
     def _take(self, plan: np.ndarray, index: int) -> Batch:
         starts = plan[index * self.batch_size : (index + 1) * self.batch_size]
-        return _as_batch(self.view[starts.astype(np.int64)], self.objective)
+        return _as_batch(take_rows(self.view, starts.astype(np.int64), self.ids), self.objective)
 
     def batch(self, step: int) -> Batch:
         """The batch of global step ``step`` (0-based)."""
@@ -133,7 +164,9 @@ def eval_batches(ids: np.ndarray, seq_len: int, objective: str, batch_size: int 
     if objective == "sequence":
         view = view[::seq_len]
     for start in range(0, len(view), batch_size):
-        yield _as_batch(view[start : start + batch_size], objective)
+        batch = _as_batch(view[start : start + batch_size], objective)
+        release(ids)
+        yield batch
 
 
 class StripeBatches:
@@ -172,8 +205,7 @@ class StripeBatches:
     def batch(self, step: int) -> Batch:
         epoch, index = self.position(step)
         starts = self._offset(epoch) + np.arange(self.batch_size) * self.stripe + index * self.seq_len
-        rows = self.ids[starts[:, None] + np.arange(self.seq_len + 1)]
-        return _as_batch(rows, "sequence")
+        return _as_batch(take_rows(windows(self.ids, self.seq_len + 1), starts, self.ids), "sequence")
 
     def iter_from(self, step: int):
         """Batches from global step ``step`` on, forever."""

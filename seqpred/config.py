@@ -23,6 +23,8 @@ from .spec import OBJECTIVES, ModelSpec
 
 STATE_MODES: tuple[str, ...] = ("reset", "carry")
 LEVELS: tuple[str, ...] = ("char", "word")
+#: Training arithmetic: float32 throughout, or bfloat16 compute with float32 weights (mixed precision).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 Check = Callable[[str, Any], None]
 
@@ -182,6 +184,15 @@ class TrainConfig:
     )
     device: str = option("cpu", "cpu, cuda, cuda:N or auto.", check=device, resumable=True, metavar="DEVICE")
     seed: int = option(0, "Seed for weights, batch order and dropout.", check=seed_value, metavar="N")
+    replicas: int = option(
+        1, "Data-parallel replicas, each training its share of every batch (--batch-size must divide by "
+        "it): processes on torch, devices on keras; under torchrun, as many as it starts.",
+        check=positive_int, resumable=True, metavar="N",
+    )  # fmt: skip
+    precision: str = option(
+        "fp32", "fp32, or bf16: mixed precision (bfloat16 compute, float32 weights).",
+        check=choice(*PRECISIONS), resumable=True,
+    )  # fmt: skip
     # data
     level: str = option("char", "Tokens: char or word.", check=choice(*LEVELS))
     lower: bool = option(False, "Lower-case the text.", check=boolean, flags=("--lower/--no-lower",))

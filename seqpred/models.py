@@ -18,7 +18,7 @@ from typing import Any
 
 from .backend import MODEL_METHODS, Backend, Model, missing_methods
 from .devices import check_device
-from .errors import BackendError, SeqpredError, first_line
+from .errors import BackendError, SeqpredError, UsageError, first_line
 from .registry import get_registry
 from .spec import ModelSpec
 
@@ -36,10 +36,30 @@ def missing_requirements(backend: Backend) -> list[str]:
     return missing
 
 
-def build_model(backend_name: str, spec: ModelSpec, device: str, seed: int) -> Model:
-    """Create a backend's model, checked against the contract and guarded (:class:`GuardedModel`)."""
+def build_model(
+    backend_name: str,
+    spec: ModelSpec,
+    device: str,
+    seed: int,
+    *,
+    replicas: Any = None,
+    precision: str = "fp32",
+) -> Model:
+    """Create a backend's model, checked against the contract and guarded (:class:`GuardedModel`).
+
+    ``replicas`` (a :class:`seqpred.distributed.Replicas`) and ``precision`` other than ``fp32`` are
+    passed on only to a backend that declares them, and refused in one line by one that does not.
+    """
     registry = get_registry()
     backend = registry.get(backend_name)
+    extra: dict[str, Any] = {}
+    if replicas is not None:
+        if getattr(backend, "data_parallel", None) is None:
+            raise BackendError(f"backend {backend_name!r} cannot train on several replicas")
+        extra["replicas"] = replicas
+    if precision != "fp32":
+        check_precision(backend_name, backend, precision)
+        extra["precision"] = precision
     if spec.objective not in getattr(backend, "objectives", ("sequence", "last")):
         raise BackendError(f"backend {backend_name!r} does not support the {spec.objective!r} objective")
     device = check_device(backend_name, tuple(getattr(backend, "devices", ("cpu",))), device)
@@ -49,7 +69,7 @@ def build_model(backend_name: str, spec: ModelSpec, device: str, seed: int) -> M
         raise BackendError(f"backend {backend_name!r} needs {', '.join(missing)}, not installed: {how}")
     dist = registry.distribution_of(backend_name).distribution
     try:
-        model = backend.create_model(spec, device=device, seed=seed)
+        model = backend.create_model(spec, device=device, seed=seed, **extra)
     except (ImportError, RuntimeError, ValueError) as exc:  # the contract's way to report a user's problem
         raise BackendError(f"backend {backend_name!r} could not build the model: {_said(exc)}") from exc
     except MemoryError as exc:
@@ -69,6 +89,16 @@ def build_model(backend_name: str, spec: ModelSpec, device: str, seed: int) -> M
             f"backend {backend_name!r} ({dist}) returned a model without {', '.join(missing_names)}"
         )
     return GuardedModel(model, backend_name, dist)  # type: ignore[return-value]
+
+
+def check_precision(backend_name: str, backend: Backend, precision: str) -> None:
+    """Refuse, in one line, a training precision the backend does not declare."""
+    offered = tuple(getattr(backend, "precisions", ("fp32",)))
+    if precision not in offered:
+        raise UsageError(
+            f"backend {backend_name!r} does not train in --precision {precision}; "
+            f"it offers: {', '.join(offered)}"
+        )
 
 
 def implements(model: Any, method: str) -> bool:

@@ -55,8 +55,9 @@ from .reference import ReferenceModel, cross_entropy
 from .reference_trainer import ReferenceTrainer
 from .registry import get_registry
 from .runs import OPTIMIZER_FILE, load_run, load_tensors
+from .scoring import window_loss as evaluate
 from .spec import OBJECTIVES, ModelSpec
-from .train import Trainer, evaluate
+from .train import Trainer
 from .vocab import build_char_vocab_and_ids
 from .weights import Weights, canonical_shapes, init_weights
 

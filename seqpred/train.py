@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import progress, runs
+from . import distributed, progress, runs
 from .backend import Model, OptimizerSettings
 from .batches import StripeBatches, TrainBatches, split_validation
 from .config import FIELDS, RESUMABLE, TrainConfig
@@ -29,13 +29,12 @@ from .devices import check_device, kind
 from .errors import BackendError, CorpusError, RunError, SeqpredError, UsageError
 from .memory import check_fits, corpus_bytes, memory_device, training_bytes
 from .metrics import summary
-from .models import build_model, implements
+from .models import build_model, check_precision, implements
 from .registry import get_registry
 from .run_folder import RunWriter
 from .runs import RunRecord
 from .schedule import Schedule
-from .scoring import carried_loss, validation_stripes
-from .scoring import window_loss as evaluate
+from .scoring import validation_stripes
 from .spec import ModelSpec
 from .text_sources import read_corpus
 from .vocab import Vocab, build_char_vocab_and_ids
@@ -170,6 +169,7 @@ class Trainer:
         self.force = force
         self.resuming = False
         self._carried: np.ndarray | None = None  # --state carry: the state the next batch starts from
+        self.team = distributed.Team(distributed.Replicas(), distributed.LocalCollective())
 
     @classmethod
     def resume(
@@ -199,6 +199,29 @@ class Trainer:
 
     # -- run -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        if self.config.precision != "fp32":  # before any folder is made or process started
+            name = self.config.backend
+            check_precision(name, get_registry().trainer(name), self.config.precision)
+        replicas = distributed.plan(self.config, lambda: get_registry().trainer(self.config.backend))
+        if replicas is not None and replicas.processes > 1 and distributed.launched() is None:
+            # --replicas N on a backend of one process per replica: start them; each runs this again.
+            return distributed.launch(get_registry().trainer(self.config.backend), self, replicas)
+        if replicas is None:
+            return self._run()
+        self.config = replace(self.config, replicas=replicas.count)
+        collective: distributed.Collective = distributed.LocalCollective()
+        if replicas.processes > 1:
+            collective = get_registry().trainer(self.config.backend).join(replicas)
+        self.team = distributed.Team(replicas, collective)
+        if not replicas.writer:  # rank 0 alone writes the folder, the history and the progress
+            self.folder = distributed.SecondaryWriter(self.out)
+            self.reporter = SilentReporter()
+        try:
+            return self._run()
+        finally:
+            self.team.close()
+
+    def _run(self) -> TrainResult:
         config = self.config
         self._clock = time.perf_counter()  # --time-limit counts the whole training, from here
         stored = runs.load_run(self.out, "latest") if self.resuming else None
@@ -216,7 +239,7 @@ class Trainer:
         meta = {"backend": config.backend, "device": config.device}
         self._sample = (
             progress.ValidationSample(runs.Run(self.out, spec, vocab, {}, meta, config.to_dict()))
-            if config.sample_every
+            if config.sample_every and self.team.replicas.writer
             else None
         )
         train_ids, val_ids = split_validation(ids, config.val_fraction, spec.seq_len)
@@ -226,6 +249,7 @@ class Trainer:
             )
         else:
             batches = TrainBatches(train_ids, spec.seq_len, config.batch_size, spec.objective, config.seed)
+        distributed.check_layout(self.team.replicas, config, batches.batch_size)
         total_steps = batches.batches_per_epoch * config.epochs
         if config.max_steps is not None:
             total_steps = min(total_steps, config.max_steps)
@@ -246,7 +270,15 @@ class Trainer:
             self.folder.prepare(force=self.force)
         # Overflow in a diverging run is caught by the finiteness checks, one line, not warnings.
         with self.folder.locked(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            model = build_model(config.backend, spec, config.device, config.seed)
+            replicas = self.team.replicas
+            model = build_model(
+                config.backend,
+                spec,
+                config.device,
+                distributed.dropout_seed(config.seed, replicas.rank),
+                replicas=replicas if replicas.count > 1 else None,
+                precision=config.precision,
+            )
             if config.state == "carry" and not implements(model, "train_batch_carried"):
                 raise BackendError(
                     f"backend {config.backend!r} cannot train with --state carry (its model has no "
@@ -282,8 +314,9 @@ class Trainer:
         schedule.load_state(record.schedule)
         # Records written after the checkpoint belong to steps that will be trained again.
         history = self.out / runs.HISTORY_FILE
-        runs.atomic_write_bytes(history, runs.history_until(history, record.step))
-        runs.atomic_write_json(self.out / runs.TRAIN_FILE, self.config.to_dict())
+        if self.team.replicas.writer:
+            runs.atomic_write_bytes(history, runs.history_until(history, record.step))
+            runs.atomic_write_json(self.out / runs.TRAIN_FILE, self.config.to_dict())
         record.status = "training"
         record.device = self.config.device
         return record
@@ -329,19 +362,27 @@ class Trainer:
         step = first
         status = "finished"
         last_sample, reserve = first, 0.0  # reserve: the longest validation and checkpoint so far
-        with _StopSignals() as signals, runs.open_for_append(self.out / runs.HISTORY_FILE) as history:
+        writer = self.team.replicas.writer
+        history_path = self.out / runs.HISTORY_FILE
+        history_file = runs.open_for_append(history_path) if writer else distributed.NullSink()
+        with _StopSignals() as signals, history_file as history:
             stream: Iterator = batches.iter_from(first)
             while step < total_steps:
                 batch = next(stream)
+                rows = self.team.take(batch)  # this process's rows; all of them in one process
                 lr = schedule.rate(step)
                 if carry:
                     if batches.position(step)[1] == 0 or self._carried is None:
                         self._carried = self._zero_state(spec, batch.inputs.shape[0])
                     loss, self._carried = model.train_batch_carried(
-                        batch.inputs, batch.targets, lr, self._carried, step=step
+                        rows.inputs, rows.targets, lr, self._carried, step=step
                     )
                 else:
-                    loss = model.train_batch(batch.inputs, batch.targets, lr, step=step)
+                    loss = model.train_batch(rows.inputs, rows.targets, lr, step=step)
+                # The mean over every process's rows; a signal to any process stops them all.
+                loss, (stopped,) = self.team.step(loss, rows.predicted_tokens, signals.received is not None)
+                if stopped and signals.received is None:
+                    signals.received = "a signal to another replica"
                 if not math.isfinite(loss):
                     raise self._diverged(step + 1, f"the loss is {loss}")
                 step += 1
@@ -369,13 +410,15 @@ class Trainer:
                 due = step % config.val_every == 0 or index == 0
                 next_step = elapsed / (step - first) + reserve * (2 if due else 1)
                 out_of_time = config.time_limit is not None and spent + next_step >= config.time_limit
+                if config.time_limit is not None:  # the clock of any process stops them all
+                    out_of_time = self.team.any(out_of_time)
                 ending = step == total_steps or out_of_time or signals.received is not None
                 record.step, record.tokens, record.seconds = step, tokens, spent
                 if len(val_ids) and (step % config.val_every == 0 or index == 0 or ending):
                     validating = time.perf_counter()
                     with progress.scoring("validation", model, len(val_ids), spec, stripes) as scored:
-                        val_loss = evaluate(scored, val_ids, spec)
-                        carried = carried_loss(scored, val_ids, stripes=stripes)
+                        val_loss = self.team.window_loss(scored, val_ids, spec)
+                        carried = self.team.carried_loss(scored, val_ids, stripes)
                     if not math.isfinite(val_loss):
                         raise self._diverged(step, f"the validation loss is {val_loss}")
                     schedule.observe(val_loss)
@@ -446,6 +489,8 @@ class Trainer:
 
     def _checkpoint(self, model: Model, record: RunRecord, schedule: Schedule, *, improved: bool) -> None:
         """Save weights, optimizer and carried state and ``run.json``, all or nothing; never a NaN."""
+        if not self.team.replicas.writer:
+            return
         try:
             weights = check_weights(model.spec, model.get_weights(), "the weights after training")
         except RunError:

@@ -154,6 +154,7 @@ def train(
     best checkpoints and the history. Flags override --config, which overrides --preset.
     """
     from ..config import load_toml, resolve
+    from ..distributed import is_first_process
     from ..progress import display, make_reporter, summary_lines
     from ..train import Trainer
 
@@ -166,6 +167,9 @@ def train(
         if parse is not None and value is not None:
             options[name] = parse(value)
     options["corpus"] = corpus
+    secondary = not is_first_process()
+    if secondary:  # under torchrun every process runs this command: rank 0 alone reports
+        quiet, log_format, tensorboard = True, "rich", None
     reporter = make_reporter(log_format, quiet)
     board = None
     if tensorboard is not None:
@@ -189,7 +193,7 @@ def train(
     finally:
         if board is not None:
             board.close()
-    if log_format == "json":
+    if log_format == "json" or secondary:
         return
     if result.val is not None:
         v = result.val

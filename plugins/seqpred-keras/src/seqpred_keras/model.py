@@ -15,9 +15,15 @@ from .mapping import canonical_variables, from_canonical, to_canonical
 
 class LSTMNet(keras.Model):
     """Embedding (or scaled id) → stacked LSTM with dropout between layers (and after the last one
-    when the spec says so) → dense logits."""
+    when the spec says so) → dense logits.
 
-    def __init__(self, spec: ModelSpec, seed: int):
+    Keras runs its LSTM layers on cuDNN's fused kernel on a GPU when their settings allow it (tanh and
+    sigmoid activations, a bias, no recurrent dropout, not unrolled, no mask): these are theirs.
+    With ``precision="bf16"`` the LSTM layers compute in bfloat16 (``mixed_bfloat16``); their variables,
+    the states they return and the logits stay float32.
+    """
+
+    def __init__(self, spec: ModelSpec, seed: int, precision: str = "fp32"):
         super().__init__(name="seqpred_lstm")
         self.spec = spec
         self.embed = (
@@ -26,7 +32,13 @@ class LSTMNet(keras.Model):
             else None
         )
         self.lstms = [
-            keras.layers.LSTM(spec.hidden, return_sequences=True, return_state=True, name=f"lstm_{k}")
+            keras.layers.LSTM(
+                spec.hidden,
+                return_sequences=True,
+                return_state=True,
+                name=f"lstm_{k}",
+                dtype="mixed_bfloat16" if precision == "bf16" else None,
+            )
             for k in range(spec.layers)
         ]
         self.drops = [
@@ -49,7 +61,7 @@ class LSTMNet(keras.Model):
         for k, (lstm, drop) in enumerate(zip(self.lstms, self.drops, strict=True)):
             x, h, c = lstm(x, initial_state=None if states is None else list(states[k]), training=training)
             x = drop(x, training=training)
-            new_states.append((h, c))
+            new_states.append((tf.cast(h, tf.float32), tf.cast(c, tf.float32)))
         if last_only:
             x = x[:, -1]
         return self.dense(x), tuple(new_states)
@@ -108,12 +120,22 @@ class KerasModel(Model):
     Signatures are fixed, so each function is traced once whatever the batch or sequence length.
     """
 
-    def __init__(self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0):
+    def __init__(
+        self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0, replicas=None, precision: str = "fp32"
+    ):
         self.spec = spec
         self.seed = seed
-        self.device = resolve_device(device)
-        with tf.device(self.device):
-            self.net = LSTMNet(spec, seed)
+        self.replicas = replicas
+        self.strategy = None  # tf.distribute.MirroredStrategy with replicas (distributed.py)
+        if replicas is not None:
+            from .distributed import mirrored_strategy
+
+            self.strategy = mirrored_strategy(replicas)
+            self.device = self.strategy.extended.worker_devices[0]
+        else:
+            self.device = resolve_device(device)
+        with self._placed():
+            self.net = LSTMNet(spec, seed, precision)
         self.variables = canonical_variables(self.net)
         self.optimizer: Adam | None = None
         self._table = None  # layer 0's input projection of every token, for step(); None when stale
@@ -140,13 +162,22 @@ class KerasModel(Model):
         self._table = None
 
     # -- training --------------------------------------------------------------------------
-    @on_device
+    def _placed(self):
+        """Where variables are made: on the model's device, or mirrored on every replica's."""
+        return self.strategy.scope() if self.strategy is not None else tf.device(self.device)
+
     def configure_training(self, settings: OptimizerSettings) -> None:
-        self.optimizer = Adam(self.variables, settings)
+        with self._placed():
+            self.optimizer = Adam(self.variables, settings)
         lr, step = tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.int64)
-        self._train_fn = tf.function(
-            self._train_graph, input_signature=[self._tokens, self._targets, lr, step]
-        )
+        if self.strategy is not None:
+            from .distributed import train_step
+
+            self._train_fn = train_step(self)
+        else:
+            self._train_fn = tf.function(
+                self._train_graph, input_signature=[self._tokens, self._targets, lr, step]
+            )
         self._carried_train_fn = None  # traced on the first stateful batch
 
     def _loss(self, inputs, targets, training: bool, states=None):
@@ -169,11 +200,18 @@ class KerasModel(Model):
     def _loss_graph(self, inputs, targets):
         return self._loss(inputs, targets, training=False)[0]
 
-    @on_device
     def train_batch(self, inputs, targets, lr, *, step):
         assert self._train_fn is not None, "configure_training first"
         self._table = None
-        return float(self._train_fn(_ids(inputs), _ids(targets), float(lr), np.int64(step))[0])
+        if self.strategy is not None:
+            from .distributed import per_replica
+
+            inputs, targets = (per_replica(self.strategy, self.replicas, _ids(a)) for a in (inputs, targets))
+            return float(
+                self._train_fn(inputs, targets, tf.constant(lr, tf.float64), tf.constant(step, tf.int64))
+            )
+        with tf.device(self.device):
+            return float(self._train_fn(_ids(inputs), _ids(targets), float(lr), np.int64(step))[0])
 
     @on_device
     def train_batch_carried(self, inputs, targets, lr, state, *, step):

@@ -12,11 +12,13 @@ class KerasBackend(Backend):
     requires = ("tensorflow", "keras")
     install = "pip install tensorflow keras"
     objectives = ("sequence", "last")
+    data_parallel = "devices"  # tf.distribute.MirroredStrategy over this machine's devices
+    precisions = ("fp32", "bf16")
 
-    def create_model(self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0):
+    def create_model(self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0, **options):
         from .model import KerasModel  # imports keras and tensorflow
 
-        return KerasModel(spec, device=device, seed=seed)
+        return KerasModel(spec, device=device, seed=seed, **options)
 
 
 @hookimpl

@@ -54,14 +54,31 @@ def resolve_device(device: str) -> torch.device:
 
 
 class TorchModel(Model):
-    def __init__(self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0):
+    """Training runs ``nn.LSTM`` over whole windows: on a GPU, cuDNN's fused kernel."""
+
+    def __init__(
+        self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0, replicas=None, precision="fp32"
+    ):
         self.spec = spec
-        self.device = resolve_device(device)
+        self.replicas = replicas
+        if replicas is not None:
+            from .distributed import replica_device
+
+            self.device = replica_device(replicas)
+        else:
+            self.device = resolve_device(device)
         self.seed = seed
+        # bf16: autocast during training's forward pass; parameters and Adam's moments stay float32.
+        self.autocast = precision == "bf16"
         torch.manual_seed(seed)
         self.net = LSTMNet(spec).to(self.device)
         for k in range(spec.layers):
             getattr(self.net.lstm, f"bias_hh_l{k}").requires_grad_(False)
+        self.train_net: nn.Module = self.net  # what a training step runs: DDP's wrapper with replicas
+        if replicas is not None and replicas.processes > 1:
+            from .distributed import data_parallel
+
+            self.train_net = data_parallel(self.net, self.device)
         self.optimizer: torch.optim.Optimizer | None = None
         self.clip: float | None = None
         self._step_weights = None
@@ -94,10 +111,11 @@ class TorchModel(Model):
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(array, dtype=np.int64)).to(self.device)
 
-    def _loss(self, inputs: np.ndarray, targets: np.ndarray, state=None):
+    def _loss(self, inputs: np.ndarray, targets: np.ndarray, state=None, net: nn.Module | None = None):
         """The mean loss and the state after the last step."""
         last = self.spec.objective == "last"
-        logits, state = self.net(self._tensor(inputs), state, last_only=last)
+        logits, state = (net or self.net)(self._tensor(inputs), state, last_only=last)
+        logits = logits.float()  # the loss in float32 under bf16 autocast too
         loss = F.cross_entropy(logits.reshape(-1, self.spec.vocab_size), self._tensor(targets).reshape(-1))
         return loss, state
 
@@ -114,7 +132,8 @@ class TorchModel(Model):
         # Dropout masks depend on (seed, step) only, so a resumed run draws the same masks.
         torch.manual_seed(self.seed * 1_000_003 + step)
         self.net.train()
-        loss, state = self._loss(inputs, targets, state)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            loss, state = self._loss(inputs, targets, state, self.train_net)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.clip:

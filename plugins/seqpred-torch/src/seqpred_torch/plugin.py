@@ -12,11 +12,23 @@ class TorchBackend(Backend):
     requires = ("torch",)
     install = "pip install torch"
     objectives = ("sequence", "last")
+    data_parallel = "processes"  # torch.distributed: torchrun, or torch's elastic launcher
+    precisions = ("fp32", "bf16")
 
-    def create_model(self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0):
+    def create_model(self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0, **options):
         from .model import TorchModel  # imports torch
 
-        return TorchModel(spec, device=device, seed=seed)
+        return TorchModel(spec, device=device, seed=seed, **options)
+
+    def join(self, replicas):
+        from .distributed import join
+
+        return join(replicas)
+
+    def launch(self, count, worker, args):
+        from .distributed import launch
+
+        launch(count, worker, args)
 
 
 @hookimpl
