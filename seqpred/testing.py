@@ -55,6 +55,7 @@ from .reference import ReferenceModel, cross_entropy
 from .reference_trainer import ReferenceTrainer
 from .registry import get_registry
 from .runs import OPTIMIZER_FILE, load_run, load_tensors
+from .sampling import SamplingSettings, pick
 from .scoring import window_loss as evaluate
 from .spec import OBJECTIVES, ModelSpec
 from .train import Trainer
@@ -118,6 +119,83 @@ def trains(test):
 def assert_float(value: object, what: str) -> None:
     assert isinstance(value, float), f"{what} must return a Python float, got {type(value).__name__}"
     assert np.isfinite(value), f"{what} returned {value}"
+
+
+#: The sampling settings under which a fused generation loop must pick the core's tokens.
+SAMPLING_CASES: dict[str, SamplingSettings] = {
+    "plain": SamplingSettings(),
+    "greedy": SamplingSettings(greedy=True),
+    "cold": SamplingSettings(temperature=0.05),
+    "hot": SamplingSettings(temperature=20.0),
+    "temperature-0.7": SamplingSettings(temperature=0.7),
+    "top-k-1": SamplingSettings(top_k=1),
+    "top-k-5": SamplingSettings(top_k=5),
+    "top-k-beyond-the-vocabulary": SamplingSettings(top_k=1000),
+    "top-p-0.3": SamplingSettings(top_p=0.3),
+    "top-p-0.9": SamplingSettings(top_p=0.9),
+    "top-k-and-top-p": SamplingSettings(top_k=8, top_p=0.8),
+    "all-three": SamplingSettings(temperature=1.3, top_k=10, top_p=0.95),
+}
+
+
+def tied_weights(spec: ModelSpec, seed: int = 1) -> Weights:
+    """:func:`perturbed_weights` whose tokens 0 and 1, and 2 and 3, have the same dense column and
+    bias: their logits tie (exactly, where the framework computes both columns alike)."""
+    weights = perturbed_weights(spec, seed)
+    for a, b in ((0, 1), (2, 3)):
+        weights["dense.kernel"][:, b] = weights["dense.kernel"][:, a]
+        weights["dense.bias"][b] = weights["dense.bias"][a]
+    return weights
+
+
+def check_fused_generation(
+    model: Model,
+    spec: ModelSpec,
+    weights: Weights,
+    settings: SamplingSettings,
+    *,
+    streams: int = 5,
+    count: int = 40,
+    seed: int = 0,
+    tolerance: float = 1e-5,
+) -> None:
+    """``model.generate_tokens`` (holding ``weights``) picks, at every position of every stream,
+    the token :func:`seqpred.sampling.pick` picks from the logits it reports and the same uniform;
+    those logits and the state it returns are the reference model's for the tokens it picked."""
+    rng = np.random.default_rng(seed)
+    start = rng.normal(0.0, 0.5, (spec.layers, 2, streams, spec.hidden)).astype(np.float32)
+    tokens = rng.integers(0, spec.vocab_size, streams).astype(np.int32)
+    uniforms = rng.random((streams, count))
+    uniforms[0, :3] = [0.0, np.nextafter(1.0, 0.0), 0.5]  # the ends of [0, 1)
+    chosen, state, logits = model.generate_tokens(
+        tokens, model.state_from_numpy(start), settings, uniforms, return_logits=True
+    )
+    assert isinstance(chosen, np.ndarray) and chosen.shape == (streams, count), "tokens [B, K]"
+    assert chosen.dtype == np.int32, f"tokens must be int32, got {chosen.dtype}"
+    assert logits is not None and np.shape(logits) == (streams, count, spec.vocab_size), "logits [B, K, V]"
+    for k in range(count):
+        expected = pick(logits[:, k], settings, uniforms[:, k])
+        wrong = np.flatnonzero(chosen[:, k] != expected)
+        assert not len(wrong), (
+            f"{settings}: at position {k + 1} stream {wrong[0]} the fused loop picked token "
+            f"{chosen[wrong[0], k]} where seqpred.sampling.pick picks {expected[wrong[0]]} from the "
+            f"same logits and uniform {uniforms[wrong[0], k]!r}"
+        )
+    reference = ReferenceModel(spec, weights)
+    expected_state = [(layer[0], layer[1]) for layer in start.astype(np.float64)]
+    fed = np.concatenate([tokens[:, None], chosen[:, :-1]], axis=1)
+    for k in range(count):
+        expected_logits, expected_state = reference.step(fed[:, k], expected_state)
+        np.testing.assert_allclose(
+            logits[:, k], expected_logits, rtol=0, atol=tolerance, err_msg=f"the logits of position {k + 1}"
+        )
+    np.testing.assert_allclose(
+        model.state_to_numpy(state),
+        np.asarray([[h, c] for h, c in expected_state]),
+        rtol=0,
+        atol=tolerance,
+        err_msg="the state after feeding all but the last token picked",
+    )
 
 
 class BackendConformance:
@@ -720,3 +798,48 @@ class BackendConformance:
         np.testing.assert_allclose(
             final, np.asarray([[h, c] for h, c in expected_state]), rtol=0, atol=1e-4, err_msg="final state"
         )
+
+    # -- fused generation (optional) ---------------------------------------------------------------
+    @staticmethod
+    def require_fused(model: Model, backend_name: str) -> None:
+        if not implements(model, "generate_tokens"):
+            pytest.skip(f"backend {backend_name!r} has no fused generation: the core's generic loop runs")
+
+    @pytest.mark.parametrize("case", list(SAMPLING_CASES))
+    def test_fused_generation_picks_the_core_samplers_tokens(self, backend_name: str, device: str, case: str):
+        """For every sampling setting, the same tokens as seqpred.sampling.pick from the same logits
+        and uniforms, logits that tie included; the logits and state are the reference's."""
+        spec = self.spec()
+        weights = tied_weights(spec)
+        model = self.make_model(backend_name, spec, device, weights=weights)
+        self.require_fused(model, backend_name)
+        check_fused_generation(model, spec, weights, SAMPLING_CASES[case], tolerance=self.logit_tolerance)
+
+    def test_fused_generation_carries_on_across_calls(self, backend_name: str, device: str):
+        """Two calls, the second fed the first's last token and state, give the tokens of one call;
+        without ``return_logits`` the same tokens, and None for the logits."""
+        spec = self.spec()
+        model = self.make_model(backend_name, spec, device, weights=perturbed_weights(spec))
+        self.require_fused(model, backend_name)
+        settings = SamplingSettings(temperature=0.9, top_p=0.95)
+        uniforms = np.random.default_rng(7).random((3, 16))
+        tokens = np.asarray([1, 2, 3], dtype=np.int32)
+        whole, _, _ = model.generate_tokens(tokens, model.initial_state(3), settings, uniforms)
+        first, state, none = model.generate_tokens(tokens, model.initial_state(3), settings, uniforms[:, :7])
+        assert none is None, "generate_tokens without return_logits must return None for the logits"
+        second, _, _ = model.generate_tokens(first[:, -1], state, settings, uniforms[:, 7:])
+        np.testing.assert_array_equal(np.concatenate([first, second], axis=1), whole)
+
+    def test_fused_generation_equals_the_generic_loop(self, backend_name: str, device: str):
+        """The fused loop and the core's loop over step give the same tokens from the same uniforms."""
+        from .generate import stepped_tokens
+
+        spec = self.spec()
+        model = self.make_model(backend_name, spec, device, weights=perturbed_weights(spec))
+        self.require_fused(model, backend_name)
+        settings = SamplingSettings(temperature=0.8, top_k=12)
+        uniforms = np.random.default_rng(8).random((4, 60))
+        tokens = np.asarray([0, 5, 9, 2], dtype=np.int32)
+        fused, _, _ = model.generate_tokens(tokens, model.initial_state(4), settings, uniforms)
+        stepped, _, _ = stepped_tokens(model, tokens, model.initial_state(4), settings, uniforms)
+        np.testing.assert_array_equal(fused, stepped)
