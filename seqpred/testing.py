@@ -179,7 +179,7 @@ def check_fused_generation(
         assert not len(wrong), (
             f"{settings}: at position {k + 1} stream {wrong[0]} the fused loop picked token "
             f"{chosen[wrong[0], k]} where seqpred.sampling.pick picks {expected[wrong[0]]} from the "
-            f"same logits and uniform {uniforms[wrong[0], k]!r}"
+            f"same logits and uniform {float(uniforms[wrong[0], k])!r}"
         )
     reference = ReferenceModel(spec, weights)
     expected_state = [(layer[0], layer[1]) for layer in start.astype(np.float64)]

@@ -1,0 +1,214 @@
+"""Fused generation: the backends' many-tokens-per-call loops against the core's sampler and loop.
+
+The conformance kit (:mod:`seqpred.testing`) checks each shipped loop as a backend author's suite
+would; here: the paths the kit's small batches do not reach (the Keras loop compiled with XLA,
+torch's nn.LSTM kernel for many streams), that the kit's check fails on broken loops, and that
+``Generator`` gives the same text for a seed on every backend, with and without the fast path,
+streamed or not, with stop strings and several samples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seqpred.generate import Generator, stepped_tokens
+from seqpred.models import build_model, implements
+from seqpred.runs import Run
+from seqpred.sampling import SamplingSettings, pick
+from seqpred.spec import ModelSpec
+from seqpred.testing import SAMPLING_CASES, check_fused_generation, perturbed_weights, tied_weights
+from seqpred.vocab import Vocab
+from tests.backend_helpers import needs_keras, needs_torch
+
+TEXT = "the cat sat on the mat. the dog sat on the log.\n"
+VOCAB = Vocab.build(TEXT)
+SPEC = ModelSpec(vocab_size=len(VOCAB), hidden=16, layers=2, embedding=8, dropout=0.0, seq_len=12)
+#: Enough settings to reach every kind of compiled loop (greedy, top-k, top-p, both, neither).
+KINDS = ["plain", "greedy", "top-k-5", "top-p-0.9", "all-three"]
+
+
+def loaded(backend: str, weights=None):
+    model = build_model(backend, SPEC, "cpu", 0)
+    model.set_weights(weights if weights is not None else perturbed_weights(SPEC))
+    return model
+
+
+@pytest.fixture
+def compiled_at_once(monkeypatch):
+    """The Keras loop compiled with XLA from its first call."""
+    from seqpred_keras.fused import FusedGeneration
+
+    monkeypatch.setattr(FusedGeneration, "xla_after", 0)
+
+
+@needs_keras
+@pytest.mark.parametrize("case", KINDS)
+def test_keras_loop_compiled_with_xla_picks_the_core_samplers_tokens(compiled_at_once, case):
+    weights = tied_weights(SPEC)
+    model = loaded("keras", weights)
+    check_fused_generation(model, SPEC, weights, SAMPLING_CASES[case], count=20)
+    assert model.wrapped._fused.functions, "no loop was compiled"
+    assert all(xla for _, xla in model.wrapped._fused.functions), "a loop ran outside XLA"
+
+
+@needs_keras
+def test_keras_loop_moves_to_xla_after_its_threshold_and_carries_on(monkeypatch):
+    """Calls past ``xla_after`` run the compiled loop, padded to its width and cut into pieces of
+    it, and carry on the state of the graph loop's calls before: the same tokens as stepping."""
+    from seqpred_keras.fused import FusedGeneration
+
+    monkeypatch.setattr(FusedGeneration, "xla_after", 10)
+    monkeypatch.setattr(FusedGeneration, "width", 8)
+    model = loaded("keras")
+    settings = SamplingSettings(temperature=0.9)
+    uniforms = np.random.default_rng(3).random((2, 40))
+    tokens = np.asarray([1, 2], dtype=np.int32)
+    parts, state, last = [], model.initial_state(2), tokens
+    for start, stop in ((0, 12), (12, 31), (31, 40)):  # graph, then XLA in 3 pieces, then XLA
+        chosen, state, _ = model.generate_tokens(last, state, settings, uniforms[:, start:stop])
+        parts.append(chosen)
+        last = chosen[:, -1]
+    assert [xla for _, xla in model.wrapped._fused.functions] == [False, True]
+    stepped, _, _ = stepped_tokens(model, tokens, model.initial_state(2), settings, uniforms)
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), stepped)
+
+
+@needs_torch
+@pytest.mark.parametrize("case", KINDS)
+def test_torch_lstm_kernel_for_many_streams_picks_the_core_samplers_tokens(case):
+    from seqpred_torch.fused import LSTM_KERNEL_STREAMS
+
+    weights = tied_weights(SPEC)
+    check_fused_generation(
+        loaded("torch", weights), SPEC, weights, SAMPLING_CASES[case], streams=LSTM_KERNEL_STREAMS + 3
+    )
+
+
+# -- the kit's check fails on broken loops ---------------------------------------------------------
+
+
+class BrokenLoop:
+    """A fused loop over the numpy backend's step with one defect in its sampler or its report."""
+
+    def __init__(self, defect: str):
+        self.model = loaded("numpy")
+        self.defect = defect
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def generate_tokens(self, tokens, state, settings, uniforms, *, return_logits=False):
+        chosen = np.empty(uniforms.shape, dtype=np.int32)
+        seen = []
+        for k in range(uniforms.shape[1]):
+            logits, state = self.model.step(tokens, state)
+            used, u = logits, uniforms[:, k]
+            if self.defect == "temperature-ignored":
+                settings = SamplingSettings(1.0, settings.top_k, settings.top_p, settings.greedy)
+            elif self.defect == "uniform-reversed":
+                u = 1.0 - u - 1e-12
+            elif self.defect == "top-k-ignored":
+                settings = SamplingSettings(settings.temperature, None, settings.top_p, settings.greedy)
+            tokens = chosen[:, k] = pick(used, settings, u)
+            seen.append(logits if self.defect != "stale-logits" or k == 0 else seen[-1])
+        return chosen, state, np.stack(seen, axis=1) if return_logits else None
+
+
+@pytest.mark.parametrize(
+    ("defect", "case", "message"),
+    [
+        ("temperature-ignored", "cold", "where seqpred.sampling.pick picks"),
+        ("uniform-reversed", "plain", "where seqpred.sampling.pick picks"),
+        ("top-k-ignored", "top-k-5", "where seqpred.sampling.pick picks"),
+        ("stale-logits", "plain", "position 2"),
+    ],
+)
+def test_the_kits_check_fails_on_a_broken_loop(defect, case, message):
+    broken = BrokenLoop(defect)
+    weights = broken.model.get_weights()
+    with pytest.raises(AssertionError, match=message):
+        check_fused_generation(broken, SPEC, weights, SAMPLING_CASES[case], count=200, streams=8)
+    intact = BrokenLoop("none")
+    check_fused_generation(intact, SPEC, weights, SAMPLING_CASES[case], count=200, streams=8)
+
+
+# -- the same text everywhere --------------------------------------------------------------------
+
+
+def generator(backend: str, fused: bool = True) -> Generator:
+    run = Run(path=Path("<test>"), spec=SPEC, vocab=VOCAB, weights=perturbed_weights(SPEC), meta={})
+    return Generator(run, backend, fused=fused)
+
+
+BACKENDS = [
+    "numpy",
+    pytest.param("torch", marks=needs_torch),
+    pytest.param("keras", marks=needs_keras),
+]
+REQUESTS = {
+    "sampled": {"settings": SamplingSettings(temperature=0.9), "seed": 3},
+    "greedy": {"settings": SamplingSettings(greedy=True)},
+    "top-k-top-p": {"settings": SamplingSettings(temperature=1.2, top_k=6, top_p=0.9), "seed": 4},
+    "three-samples": {"settings": SamplingSettings(), "seed": 5, "num_samples": 3},
+    "stop-strings": {"settings": SamplingSettings(), "seed": 6, "num_samples": 4, "stop": ["at", "\n"]},
+}
+
+
+@pytest.fixture(scope="module")
+def expected():
+    """The texts of the numpy backend, which has no fused loop: the core's loop over the reference."""
+    numpy = generator("numpy")
+    assert not implements(numpy.model, "generate_tokens")
+    return {name: numpy.generate("the ", 300, **request).samples for name, request in REQUESTS.items()}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "stepped"])
+def test_a_seed_gives_the_same_text_on_every_backend_with_and_without_the_fast_path(expected, backend, fused):
+    gen = generator(backend, fused)
+    for name, request in REQUESTS.items():
+        assert gen.generate("the ", 300, **request).samples == expected[name], name
+        streamed: list[str] = []
+        result = gen.generate("the ", 300, **request, on_text=streamed.append)
+        assert result.samples == expected[name], f"{name}, streamed"
+        assert "".join(streamed) == result.samples[0], f"{name}: the streamed text is the first sample"
+    if backend != "numpy":
+        assert implements(gen.model, "generate_tokens"), f"{backend} has a fused loop"
+
+
+@needs_keras
+def test_keras_text_compiled_with_xla_is_the_cores(expected, compiled_at_once):
+    gen = generator("keras")
+    for name in ("sampled", "top-k-top-p", "stop-strings"):
+        assert gen.generate("the ", 300, **REQUESTS[name]).samples == expected[name], name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stop_strings_end_each_sample_and_count_its_tokens(backend):
+    result = generator(backend).generate("the ", 300, SamplingSettings(), seed=6, num_samples=4, stop=["a"])
+    assert result.stopped == [True] * 4, "random text of 300 characters holds an 'a'"
+    assert all("a" not in text for text in result.samples)
+    assert result.tokens == max(len(text) for text in result.samples) + 1  # the longest, and its stop
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fused_top_k_only_emits_the_k_most_likely(backend):
+    """From the logits the loop reports, every token picked is among the k most likely."""
+    model = generator(backend).model
+    settings = SamplingSettings(top_k=3)
+    uniforms = np.random.default_rng(1).random((4, 100))
+    tokens = np.zeros(4, dtype=np.int32)
+    if implements(model, "generate_tokens"):
+        chosen, _, logits = model.generate_tokens(
+            tokens, model.initial_state(4), settings, uniforms, return_logits=True
+        )
+    else:
+        chosen, _, logits = stepped_tokens(
+            model, tokens, model.initial_state(4), settings, uniforms, return_logits=True
+        )
+    assert logits is not None
+    top3 = np.argsort(-logits, axis=-1)[..., :3]
+    assert (top3 == chosen[..., None]).any(axis=-1).all()
