@@ -11,6 +11,13 @@ its own ``np.random.default_rng(seed)``. So a seeded request gets the text of ``
 with the same settings, alone or among others. Jobs without a seed share the engine's generator and
 are sampled together, one call per distinct setting (their text is random either way).
 
+The engine steps one token at a time and does not use the backends' fused loops
+(:meth:`seqpred.Model.generate_tokens`): requests join and leave between any two tokens, each with
+its own settings, where a fused call serves one setting for a chunk of tokens; and the Keras loop
+compiles anew for every number of streams, which changes with every request here. Its seeded
+draws are the generator's all the same: :func:`seqpred.sampling.sample` draws a job's uniforms one
+position at a time, as :func:`seqpred.sampling.draw_uniforms` does for a chunk.
+
 Model states are the backend's own objects; they are converted to the canonical NumPy layout only
 when the batch's membership changes.
 """
