@@ -183,6 +183,11 @@ class TrainConfig:
         "default", "default, or article (the tutorial's exact model).", check=text, metavar="PRESET"
     )
     device: str = option("cpu", "cpu, cuda, cuda:N or auto.", check=device, resumable=True, metavar="DEVICE")
+    threads: int | None = option(
+        None, "Intra-op threads of torch, TensorFlow and BLAS, all processes together (or SEQPRED_THREADS); "
+        "off: as many as cores are free when training starts.", check=optional(positive_int), resumable=True,
+        metavar="N",
+    )  # fmt: skip
     seed: int = option(0, "Seed for weights, batch order and dropout.", check=seed_value, metavar="N")
     replicas: int = option(
         1, "Data-parallel replicas, each training its share of every batch (--batch-size must divide by "

@@ -36,7 +36,8 @@ from .runs import RunRecord
 from .schedule import Schedule
 from .scoring import validation_stripes
 from .spec import ModelSpec
-from .text_sources import read_corpus
+from .threads import apply_option
+from .token_cache import corpus_tokens
 from .vocab import Vocab, build_char_vocab_and_ids
 from .weights import check_weights, init_weights
 
@@ -225,17 +226,21 @@ class Trainer:
         config = self.config
         self._clock = time.perf_counter()  # --time-limit counts the whole training, from here
         stored = runs.load_run(self.out, "latest") if self.resuming else None
-        with progress.task(f"reading and encoding {config.corpus or 'the corpus'}"):
-            text = read_corpus(config.corpus, lower=config.lower)
-            vocab, ids = encode_corpus(text, config.level, stored.vocab if stored else None)
-            del text  # the ids are all training needs; a large corpus should not be held twice
+        # Encoded once, streaming, into the token cache and mapped from it: the text is never held whole.
+        tokens = corpus_tokens(
+            config.corpus,
+            config.level,
+            lower=config.lower,
+            vocab=stored.vocab if stored else None,
+            progress=lambda description, size: progress.task(description, total=size, unit="bytes"),
+        )
+        vocab, ids = tokens.vocab, tokens.ids
         if len(vocab) < 2:
             raise CorpusError(
                 f"{config.corpus}: the corpus has only one distinct symbol; nothing to predict: "
                 f"give a text with at least two different {config.level}s"
             )
         spec = config.model_spec(len(vocab))
-        self._check_memory(spec, len(ids))
         meta = {"backend": config.backend, "device": config.device}
         self._sample = (
             progress.ValidationSample(runs.Run(self.out, spec, vocab, {}, meta, config.to_dict()))
@@ -250,6 +255,8 @@ class Trainer:
         else:
             batches = TrainBatches(train_ids, spec.seq_len, config.batch_size, spec.objective, config.seed)
         distributed.check_layout(self.team.replicas, config, batches.batch_size)
+        # The ids are mapped, not held: memory holds an epoch's plan of window starts (8 bytes each).
+        self._check_memory(spec, batches.plan_bytes // 8)
         total_steps = batches.batches_per_epoch * config.epochs
         if config.max_steps is not None:
             total_steps = min(total_steps, config.max_steps)
@@ -269,6 +276,7 @@ class Trainer:
         if not self.resuming:
             self.folder.prepare(force=self.force)
         # Overflow in a diverging run is caught by the finiteness checks, one line, not warnings.
+        self.threads = apply_option(config.threads)  # before the backend builds its model
         with self.folder.locked(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             replicas = self.team.replicas
             model = build_model(
@@ -350,8 +358,11 @@ class Trainer:
                 "steps_per_epoch": batches.batches_per_epoch,
                 "resumed": self.resuming,
                 "run": str(self.out),
-                "device": str(getattr(model, "device", config.device)),
-                "threads": getattr(config, "threads", None),
+                # What --device auto resolved to; a model that names no device runs on the processor.
+                "device": str(getattr(model, "device", "cpu" if config.device == "auto" else config.device)),
+                "threads": self.threads,
+                "replicas": config.replicas,
+                "precision": config.precision,
             },
         )
         result = TrainResult(run=self.out, steps=first, val=None, best_val=None)

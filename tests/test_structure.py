@@ -190,7 +190,8 @@ def test_every_training_option_reaches_the_cli_the_toml_file_and_the_api(cli, tm
     config.write_text('[train]\nlr = "x"\n')
     with pytest.raises(UsageError, match="--lr must be a number"):
         resolve({"corpus": "x"}, load_toml(str(config)))
-    assert {"corpus", "device", "epochs", "max_steps", "time_limit", "patience", "val_every"} == RESUMABLE
+    resumable = {"corpus", "device", "epochs", "max_steps", "time_limit", "patience", "val_every", "threads"}
+    assert resumable == RESUMABLE
 
 
 def test_help_shows_every_default(cli):

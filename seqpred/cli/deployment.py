@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
+from ..threads import THREADS_OPTION_HELP, apply_option
 from .app import app
 
 
@@ -54,6 +55,7 @@ def serve(
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.", metavar="DEVICE")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help=THREADS_OPTION_HELP, metavar="N")] = None,
     checkpoint: Annotated[str, typer.Option(help="Weights to serve.", metavar="best|latest")] = "best",
     host: Annotated[str, typer.Option(help="Address to listen on.", metavar="ADDRESS")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).", metavar="PORT")] = 8000,
@@ -105,6 +107,7 @@ def serve(
     limits = Limits(
         max_streams=max_streams, max_waiting=max_waiting, max_length=max_length, max_prime=max_prime
     )
+    apply_option(threads)
     generator = Generator(run, backend, device=device, checkpoint=checkpoint)
     service = Service(generator, limits, model_name=model_name, api_key=api_key, device=device)
     try:

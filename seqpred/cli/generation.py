@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError, VocabError
+from ..threads import THREADS_OPTION_HELP, apply_option
 from .app import app
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
@@ -115,6 +116,7 @@ def generate(
     ] = "error",
     checkpoint: Annotated[str, typer.Option(help="Weights to use.", metavar="best|latest")] = "best",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.", metavar="DEVICE")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help=THREADS_OPTION_HELP, metavar="N")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print samples and settings (and the seed) as JSON. [default: off]")
     ] = False,
@@ -141,6 +143,7 @@ def generate(
         prime = unescape(prime)
     stops = [unescape(s) for s in stop or ()]
     seed = draw_seed() if seed is None else seed
+    apply_option(threads)
     generator = Generator(run, backend, device=device, checkpoint=checkpoint)
     defaults = generator.default_settings()
     settings = SamplingSettings(

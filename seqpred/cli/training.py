@@ -12,6 +12,7 @@ import typer
 from ..config import OPTIONS, PRESETS
 from ..errors import UsageError, VocabError
 from ..progress import INTERVAL, INTERVAL_ENV
+from ..threads import THREADS_OPTION_HELP, apply_option
 from .app import app
 
 
@@ -250,6 +251,7 @@ def evaluate(
     ] = None,
     checkpoint: Annotated[str, typer.Option(help="Weights to score.", metavar="best|latest")] = "best",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.", metavar="DEVICE")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help=THREADS_OPTION_HELP, metavar="N")] = None,
     unknown: Annotated[
         str,
         typer.Option(
@@ -272,6 +274,7 @@ def evaluate(
         raise UsageError(f"--unknown must be error or skip, got {unknown!r}")
     source = corpus if corpus == "-" else _corpus_path(corpus)
     policy: UnknownPolicy = "skip" if unknown == "skip" else "error"
+    apply_option(threads)
     try:
         with display(), task(f"scoring {corpus}"):
             scores = evaluate_text(

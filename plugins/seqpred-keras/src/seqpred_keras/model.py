@@ -9,7 +9,7 @@ import numpy as np
 from seqpred import Model, ModelSpec, OptimizerSettings
 
 from .adam import Adam
-from .framework import keras, tf
+from .framework import apply_threads, keras, tf
 from .mapping import canonical_variables, from_canonical, to_canonical
 
 
@@ -123,6 +123,7 @@ class KerasModel(Model):
     def __init__(
         self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0, replicas=None, precision: str = "fp32"
     ):
+        apply_threads()
         self.spec = spec
         self.seed = seed
         self.replicas = replicas

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import nn
@@ -9,6 +11,7 @@ from torch.nn import functional as F
 
 from seqpred import Model, ModelSpec, OptimizerSettings
 from seqpred.optim import pack_optimizer_state, unpack_optimizer_state
+from seqpred.threads import chosen_threads, inter_op_threads
 from seqpred.weights import canonical_shapes
 
 from .mapping import from_canonical, parameter_map, to_canonical
@@ -53,12 +56,23 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def apply_threads() -> None:
+    """Give torch the thread count seqpred chose for this process (``seqpred.threads``), if any."""
+    threads = chosen_threads()
+    if threads is None:
+        return
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # settable once, before any inter-op work
+        torch.set_num_interop_threads(inter_op_threads(threads))
+
+
 class TorchModel(Model):
     """Training runs ``nn.LSTM`` over whole windows: on a GPU, cuDNN's fused kernel."""
 
     def __init__(
         self, spec: ModelSpec, *, device: str = "cpu", seed: int = 0, replicas=None, precision="fp32"
     ):
+        apply_threads()
         self.spec = spec
         self.replicas = replicas
         if replicas is not None:
