@@ -217,3 +217,23 @@ def test_training_encodes_once_and_reuses_the_entry(cli, monkeypatch, tmp_path):
     assert list(cache.glob("*.tokens")) == [entry] and os.stat(entry).st_mtime_ns == stamp
     start = json.loads(second.stdout.splitlines()[0])
     assert start["train_tokens"] + start["val_tokens"] == len(read_corpus(folder))
+
+
+def _mapped_file_kib() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    return int(fields["RssFile"].split()[0])
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc/self/status")
+def test_random_batches_do_not_leave_the_map_resident(tmp_path):
+    """The kernel may map a whole page-cache folio (megabytes) per row read; batches let go of it."""
+    path = tmp_path / "ids"
+    size = 64 * 2**20
+    np.random.default_rng(0).integers(0, 50, size, dtype=np.uint8).tofile(path)
+    ids = np.memmap(path, dtype=np.uint8, mode="r")
+    batches = TrainBatches(ids, 100, 64, "sequence", seed=0)
+    before = _mapped_file_kib()
+    for batch in itertools.islice(batches.iter_from(0), 20):
+        assert batch.inputs.shape == (64, 100)
+    assert _mapped_file_kib() - before < 16 * 1024
