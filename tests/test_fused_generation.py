@@ -212,3 +212,20 @@ def test_fused_top_k_only_emits_the_k_most_likely(backend):
     assert logits is not None
     top3 = np.argsort(-logits, axis=-1)[..., :3]
     assert (top3 == chosen[..., None]).any(axis=-1).all()
+
+
+@needs_torch
+def test_a_long_prime_is_one_sequence_pass_then_one_fused_call():
+    gen = generator("torch")
+    calls = {"step": 0, "forward": 0, "generate_tokens": 0}
+    for name in calls:
+        method = getattr(gen.model, name)
+
+        def counted(*args, name=name, method=method, **kwargs):
+            calls[name] += 1
+            return method(*args, **kwargs)
+
+        setattr(gen.model, name, counted)
+    result = gen.generate("the cat sat " * 20, 5, SamplingSettings(), seed=0)
+    assert len(result.samples[0]) == 5
+    assert calls == {"step": 0, "forward": 1, "generate_tokens": 1}

@@ -60,7 +60,7 @@ def test_temperature_top_k_and_top_p_are_applied(cli, tiny_run):
 
 
 def test_top_k_only_emits_the_k_most_likely(tiny_run):
-    generator = Generator(tiny_run)
+    generator = Generator(tiny_run, fused=False)  # the core steps the model: each step seen
     seen = []
     original = generator.model.step
 
@@ -106,7 +106,7 @@ def test_unknown_prime_symbols_error_skip_or_replace(cli, tiny_run):
 
 
 def test_long_prime_goes_through_one_sequence_pass(tiny_run):
-    generator = Generator(tiny_run)
+    generator = Generator(tiny_run, fused=False)  # the core steps the model: each step seen
     calls = {"step": 0, "forward": 0}
     step, forward = generator.model.step, generator.model.forward
 
