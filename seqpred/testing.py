@@ -843,3 +843,47 @@ class BackendConformance:
         fused, _, _ = model.generate_tokens(tokens, model.initial_state(4), settings, uniforms)
         stepped, _, _ = stepped_tokens(model, tokens, model.initial_state(4), settings, uniforms)
         np.testing.assert_array_equal(fused, stepped)
+
+    # -- mixed precision and data parallelism (optional) -----------------------------------------
+    def test_data_parallel_is_declared_with_what_it_needs(self, backend: Backend, backend_name: str):
+        """``data_parallel`` is None, ``devices``, or ``processes`` with ``join`` and ``launch``."""
+        kind = getattr(backend, "data_parallel", None)
+        assert kind in (None, "processes", "devices"), f"unknown data_parallel {kind!r}"
+        if kind == "processes":
+            for method in ("join", "launch"):
+                overridden = getattr(type(backend), method, None) is not getattr(Backend, method)
+                assert overridden, f"backend {backend_name!r} runs replicas as processes but has no {method}"
+        assert set(getattr(backend, "precisions", ("fp32",))) <= {"fp32", "bf16"}
+
+    @trains
+    def test_bf16_training_stays_near_the_reference_with_float32_weights(
+        self, backend: Backend, backend_name: str, device: str
+    ):
+        """``precision="bf16"``: losses within 5% of the float32 reference trainer's for a few steps, the
+        weights float32, the optimizer state finite, and evaluation afterwards within 5% too."""
+        if "bf16" not in getattr(backend, "precisions", ("fp32",)):
+            pytest.skip(f"backend {backend_name!r} does not declare bf16 training")
+        spec = self.spec()
+        weights = perturbed_weights(spec)
+        settings = OptimizerSettings(clip=1.0)
+        reference = ReferenceTrainer(spec, weights)
+        reference.configure(settings)
+        model = build_model(backend_name, spec, device, 0, precision="bf16")
+        model.configure_training(settings)
+        model.set_weights(weights)
+        batches = self.batches(spec)
+        for step in range(4):
+            batch = batches.batch(step)
+            loss = model.train_batch(batch.inputs, batch.targets, 1e-2, step=step)
+            expected, _ = reference.train_batch(batch.inputs, batch.targets, 1e-2)
+            assert loss == pytest.approx(expected, rel=5e-2), f"bf16 loss of step {step + 1}"
+        got = model.get_weights()
+        # Adam divides each gradient by its own size: bfloat16 rounding may turn a tiny one around,
+        # so single weights may differ by a few learning rates; the losses above and below may not.
+        assert all(value.dtype == np.float32 for value in got.values()), "bf16 weights must stay float32"
+        state = model.get_optimizer_state()
+        assert all(np.all(np.isfinite(np.asarray(v, np.float64))) for v in state.values())
+        held_out = self.batches(spec, seed=99).batch(0)
+        assert model.evaluate_batch(held_out.inputs, held_out.targets) == pytest.approx(
+            reference.loss(held_out.inputs, held_out.targets), rel=5e-2
+        )
