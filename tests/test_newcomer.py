@@ -139,6 +139,10 @@ def test_training_says_where_it_runs_and_where_it_writes(cli, corpus, tmp_path):
     first = result.stderr.splitlines()[0]
     assert first.startswith("training on torch, device cpu (") and f"into {out}:" in first
     assert "thread" in first
+    numpy = cli(
+        "train", corpus, "-o", tmp_path / "n", "-b", "numpy", "--max-steps", "2", "--device", "auto", *TINY
+    )
+    assert numpy.stderr.startswith("training on numpy, device cpu (")  # auto, resolved
 
 
 def test_train_without_out_says_where_the_run_went(cli, corpus, tmp_path, monkeypatch):

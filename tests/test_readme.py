@@ -18,6 +18,7 @@ COMMANDS = [
     "corpus list",
     "corpus download",
     "serve",
+    "runs",
 ]
 
 
