@@ -191,9 +191,12 @@ class LineDisplay(Display):
             self.tasks.append(task)
 
     def close(self, task: Task, keep: bool = False) -> None:
+        """Stop showing ``task``; one kept (training's) leaves its final line in the log."""
         with self._lock:
             if task in self.tasks:
                 self.tasks.remove(task)
+                if keep:
+                    self.console.print(task.line(), markup=False, highlight=False, soft_wrap=True)
 
     def print(self, text: str) -> None:
         with self._lock:

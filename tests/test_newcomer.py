@@ -8,7 +8,6 @@ import json
 import re
 import shlex
 import time
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -46,10 +45,11 @@ class Recorder(progress.Display):
 
 
 def test_training_off_a_terminal_logs_a_line_at_a_steady_interval(cli, corpus, tmp_path, monkeypatch):
-    monkeypatch.setenv(progress.INTERVAL_ENV, "0.05")
+    monkeypatch.setenv(progress.INTERVAL_ENV, "0.01")
     big = tmp_path / "big.txt"
     big.write_text(make_text(60_000))
-    result = cli("train", big, "--backend", "torch", "--out", tmp_path / "r", "--max-steps", "300", *TINY)
+    out = tmp_path / "r"
+    result = cli("train", big, "-o", out, "--max-steps", "300", "--val-fraction", "0.4", *TINY)
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.splitlines() if line.startswith("step ")]
     assert lines, result.stderr
@@ -60,7 +60,10 @@ def test_training_off_a_terminal_logs_a_line_at_a_steady_interval(cli, corpus, t
     trained = [line for line in lines if not line.startswith("step 0/")]  # before the first step: no loss
     assert trained and all(re.match(pattern, line) for line in trained), lines
     assert any(", ETA " in line for line in lines), lines
+    assert lines[-1].startswith("step 300/300 (100%)")  # the log ends with the last step
     assert "validation at step 5: loss" in result.stderr  # each validation, as it happens
+    scoring = [line for line in result.stderr.splitlines() if line.startswith("validation ") and "%)" in line]
+    assert scoring and all(re.match(r"validation [\d,]+/[\d,]+ tokens \(\d+%\)", line) for line in scoring)
     assert "\x1b[" not in result.stderr  # plain text: no bar, no colours
 
 
@@ -198,26 +201,21 @@ def test_sample_every_shows_text_at_validation_and_changes_nothing_else(cli, cor
     assert generated.stdout.removesuffix("\n") == samples[20]
 
 
-def test_time_limit_counts_the_whole_training(corpus, tmp_path):
+def test_time_limit_counts_the_whole_training(cli, tmp_path):
     big = tmp_path / "big.txt"
     big.write_text(make_text(200_000))
-    config = resolve(
-        {
-            "corpus": str(big),
-            "hidden": 32,
-            "seq_len": 32,
-            "batch_size": 16,
-            "val_every": 40,
-            "time_limit": 3.0,
-        }
-    )
-    train(replace(config, max_steps=1), tmp_path / "warm")  # the framework's import is not what is timed
+    sizes = ("--hidden", "32", "--seq-len", "32", "--batch-size", "16", "--val-every", "40", "--quiet")
+    warm = cli("train", big, "-o", tmp_path / "warm", "--max-steps", "1", *sizes)  # imports torch
+    assert warm.exit_code == 0, warm.output
     began = time.perf_counter()
-    result = train(config, tmp_path / "r")
+    result = cli("train", big, "-o", tmp_path / "r", "--time-limit", "3s", *sizes)
     wall = time.perf_counter() - began
+    assert result.exit_code == 0, result.output
+    assert "(time limit reached)" in result.stdout
     recorded = json.loads((tmp_path / "r" / "run.json").read_text())
-    assert result.status == "time-limit" and result.steps > 0
+    assert recorded["status"] == "time-limit" and recorded["step"] > 0
     # It stops when one more step and the final validation would pass the limit: it ends within a
     # step or two of it, not a whole validation (or the set-up) later.
-    assert recorded["seconds"] <= 3.0 and result.seconds <= 3.0 * 1.1, result.seconds
-    assert wall <= 3.0 * 1.2, wall
+    spent = re.search(r"trained [\d,]+ steps in 0:00:0(\d)", result.stdout)
+    assert spent and int(spent[1]) <= 3, result.stdout
+    assert recorded["seconds"] <= 3.0 and wall <= 3.0 * 1.2, (recorded["seconds"], wall)

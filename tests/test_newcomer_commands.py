@@ -141,7 +141,8 @@ def test_escapes_in_prime_and_stop(cli, tiny_run):
     literal = cli(
         "generate", tiny_run, "--prime", r"a\\nb", "--unknown", "replace", "--length", "1", "--json"
     )
-    assert json.loads(literal.stdout)["prime"] == "a nb"  # \\ is one backslash (not in the vocabulary)
+    read = json.loads(literal.stdout)
+    assert read["prime"] == "a\\nb" and read["prime_read"] == "a nb"  # \\ is one backslash, unknown
     free = json.loads(
         cli("generate", tiny_run, "--length", "300", "--num-samples", "4", "--seed", "5", "--json").stdout
     )
@@ -191,7 +192,7 @@ def test_unknown_symbols_name_the_way_out_and_the_echo_is_what_the_model_saw(cli
     )
     assert [line for line in several.stdout.splitlines() if not line.startswith("=====")][0].startswith("kng")
     as_json = json.loads(cli("generate", tiny_run, "--prime", "kïng", "--unknown", "skip", "--json").stdout)
-    assert as_json["prime"] == "kng"
+    assert as_json["prime"] == "kïng" and as_json["prime_read"] == "kng"
 
 
 @needs_torch

@@ -186,7 +186,8 @@ def generate(
                     "run": result.run,
                     "backend": result.backend,
                     "seed": seed,
-                    "prime": shown_prime,
+                    "prime": prime,
+                    "prime_read": shown_prime,  # as the model read it, after --unknown skip or replace
                     "length": length,
                     "settings": {
                         "temperature": settings.temperature,
