@@ -271,9 +271,7 @@ def task(
     if shown is None:
         yield work
         return
-    if poll is not None:
-        work = _Polled(work, poll, shown)
-    tracked = _Tracked(work, shown) if poll is None else work
+    tracked = _Tracked(work, shown) if poll is None else _Polled(work, poll, shown)
     shown.open(tracked)
     try:
         yield tracked
@@ -296,6 +294,8 @@ class _Tracked(Task):
 
 
 class _Polled(_Tracked):
+    """A task whose amount done a thread asks ``poll`` for, four times a second."""
+
     def __init__(self, task: Task, poll: Callable[[], float], shown: Display):
         super().__init__(task, shown)
         self._poll = poll
