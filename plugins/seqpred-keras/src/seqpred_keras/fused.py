@@ -33,8 +33,7 @@ def _int(value: int):
 def exp2_weights(t):
     """Step 4 (:func:`seqpred.sampling.exp2_weights`): int64 ``2**(30 + t)`` of float32 ``t`` <= 0."""
     shift, mask = tf.bitwise.right_shift, tf.bitwise.bitwise_and
-    halves = tf.floor(tf.maximum(t, LOWEST_LOG2) * float(2 ** (FRACTION_BITS + 1)))
-    fixed = shift(tf.cast(halves, tf.int64) + 1, _int(1))
+    fixed = tf.cast(tf.math.rint(tf.maximum(t, LOWEST_LOG2) * float(2**FRACTION_BITS)), tf.int64)
     whole = shift(fixed, _int(FRACTION_BITS))  # arithmetic: floor
     fraction = mask(fixed, _int(2**FRACTION_BITS - 1))
     high = tf.gather(tf.constant(EXP2_HIGH), shift(fraction, _int(TABLE_BITS)))
