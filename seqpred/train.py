@@ -279,14 +279,13 @@ class Trainer:
         self.threads = apply_option(config.threads)  # before the backend builds its model
         with self.folder.locked(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             replicas = self.team.replicas
-            model = build_model(
-                config.backend,
-                spec,
-                config.device,
-                distributed.dropout_seed(config.seed, replicas.rank),
-                replicas=replicas if replicas.count > 1 else None,
-                precision=config.precision,
-            )
+            options: dict[str, Any] = {}  # only what differs from one process in float32
+            if replicas.count > 1:
+                options["replicas"] = replicas
+            if config.precision != "fp32":
+                options["precision"] = config.precision
+            seed = distributed.dropout_seed(config.seed, replicas.rank)
+            model = build_model(config.backend, spec, config.device, seed, **options)
             if config.state == "carry" and not implements(model, "train_batch_carried"):
                 raise BackendError(
                     f"backend {config.backend!r} cannot train with --state carry (its model has no "
