@@ -124,7 +124,7 @@ def test_training_reports_the_threads_it_used(cli, corpus, tmp_path, monkeypatch
     assert start["event"] == "start" and start["threads"] == 1
 
 
-@pytest.mark.parametrize("command", ["generate", "evaluate"])
+@pytest.mark.parametrize("command", ["generate", "evaluate", "serve"])
 def test_every_command_that_computes_refuses_a_bad_count_in_one_line(cli, tiny_run, corpus, command):
     extra = (corpus,) if command == "evaluate" else ()
     result = cli(command, tiny_run, *extra, "--threads", "0")
