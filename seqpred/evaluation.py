@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from . import progress
 from .errors import CorpusError
 from .metrics import summary
 from .models import build_model
@@ -41,8 +42,9 @@ def evaluate_text(
     name = backend or loaded.backend or "torch"
     model = build_model(name, loaded.spec, device, seed=0)
     model.set_weights(loaded.weights)
-    nats = window_loss(model, ids, loaded.spec)
-    carried = carried_loss(model, ids)
+    with progress.scoring(f"scoring {corpus}", model, len(ids), loaded.spec) as scored:
+        nats = window_loss(scored, ids, loaded.spec)
+        carried = carried_loss(scored, ids)
     return {
         "run": str(loaded.path),
         "corpus": str(corpus),

@@ -217,7 +217,8 @@ def test_evaluate_shows_life_and_suggests_skip(cli, tiny_run, tmp_path, monkeypa
     text.write_text(make_text(300_000, seed=3))
     result = cli("evaluate", tiny_run, text)
     assert result.exit_code == 0, result.output
-    assert re.search(rf"scoring {re.escape(str(text))}: \d:\d\d:\d\d elapsed", result.stderr), result.stderr
+    shown = re.escape(f"scoring {text}")
+    assert re.search(rf"{shown} [\d,]+/[\d,]+ tokens \(\d+%\)", result.stderr), result.stderr
     odd = tmp_path / "odd.txt"
     odd.write_text(make_text(2000) + "ï")
     line = one_line_error(cli("evaluate", tiny_run, odd), 1, "'ï'")

@@ -267,7 +267,7 @@ def evaluate(
     as generation runs the model.
     """
     from ..evaluation import evaluate_text
-    from ..progress import display, task
+    from ..progress import display
     from ..vocab import UnknownPolicy
 
     if unknown not in ("error", "skip"):
@@ -276,7 +276,7 @@ def evaluate(
     policy: UnknownPolicy = "skip" if unknown == "skip" else "error"
     apply_option(threads)
     try:
-        with display(), task(f"scoring {corpus}"):
+        with display():  # the scoring shows its progress in tokens
             scores = evaluate_text(
                 run, source, backend=backend, checkpoint=checkpoint, device=device, unknown=policy
             )
