@@ -185,6 +185,11 @@ class Team:
             return flag
         return bool(self.collective.all_sum(np.array([float(flag)]))[0] > 0)
 
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+        if not self.alone:
+            self.collective.all_sum(np.zeros(1))
+
     def window_loss(self, model: Any, ids: np.ndarray, spec: Any) -> float:
         """:func:`seqpred.scoring.window_loss` of ``ids``, each process scoring a contiguous share of the
         windows; the mean over all of them."""
@@ -359,6 +364,11 @@ def replica_main(job: dict[str, Any], queue: Any) -> None:
         from .threads import apply_option
 
         apply_option(job["config"].get("threads"))
+    import signal
+
+    # The launcher ignores Ctrl-C while its processes handle it (each stops at the same step).
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     env = launched()
     writer = env is None or env.rank == 0
     try:
@@ -372,6 +382,10 @@ def replica_main(job: dict[str, Any], queue: Any) -> None:
         trainer.run()
     except SeqpredError as exc:
         queue.put(("error", (env.rank if env else 0, str(exc), exc.exit_code)))
+        if exc.exit_code == 130:  # stopped by a signal: the launcher is shutting down, not collecting
+            queue.close()
+            queue.join_thread()
+            os._exit(130)
     except BaseException as exc:
         queue.put(("error", (env.rank if env else 0, f"{type(exc).__name__}: {exc}", 1)))
         raise
@@ -417,10 +431,11 @@ def launch(backend: Any, trainer: Any, replicas: Replicas) -> Any:
     if errors:
         rank, message, code = errors[0]
         raise ReplicaFailed(message if rank == 0 else f"replica {rank}: {message}", code)
-    if failure is not None or "result" not in outcome:
-        said = str(failure).strip().splitlines()[0] if failure is not None and str(failure).strip() else ""
+    if "result" not in outcome:  # rank 0 finished: a process failing on its way out loses nothing
+        lines = str(failure or "").splitlines()
+        said = next((line.strip() for line in lines if "exitcode" in line or "Error" in line), "")
         raise BackendError(
             f"backend {trainer.config.backend!r}: a replica process stopped without a result"
-            + (f" ({said})" if said else "")
+            + (f" ({' '.join(said.split())})" if said else "")
         )
     return outcome["result"]

@@ -390,8 +390,9 @@ class Trainer:
                 else:
                     loss = model.train_batch(rows.inputs, rows.targets, lr, step=step)
                 # The mean over every process's rows; a signal to any process stops them all.
-                loss, (stopped,) = self.team.step(loss, rows.predicted_tokens, signals.received is not None)
-                if stopped and signals.received is None:
+                # A signal counts from here on, as every process saw it here: they all stop at this step.
+                loss, (stopping,) = self.team.step(loss, rows.predicted_tokens, signals.received is not None)
+                if stopping and signals.received is None:
                     signals.received = "a signal to another replica"
                 if not math.isfinite(loss):
                     raise self._diverged(step + 1, f"the loss is {loss}")
@@ -422,7 +423,7 @@ class Trainer:
                 out_of_time = config.time_limit is not None and spent + next_step >= config.time_limit
                 if config.time_limit is not None:  # the clock of any process stops them all
                     out_of_time = self.team.any(out_of_time)
-                ending = step == total_steps or out_of_time or signals.received is not None
+                ending = step == total_steps or out_of_time or stopping
                 record.step, record.tokens, record.seconds = step, tokens, spent
                 if len(val_ids) and (step % config.val_every == 0 or index == 0 or ending):
                     validating = time.perf_counter()
@@ -465,7 +466,7 @@ class Trainer:
                 elif ending:
                     history.flush()
                     self._checkpoint(model, record, schedule, improved=False)
-                if signals.received is not None:
+                if stopping:
                     status = "interrupted"
                 elif out_of_time and step < total_steps:
                     status = "time-limit"
@@ -473,6 +474,7 @@ class Trainer:
                     break
         record.status = status
         self.folder.finish(record)
+        self.team.barrier()  # no process leaves (a launcher would stop the others) before rank 0 has saved
         result.steps = step
         result.status = status
         result.best_val = best if math.isfinite(best) else None

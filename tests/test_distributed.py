@@ -426,3 +426,30 @@ def test_two_nodes_on_localhost_through_torchrun_rendezvous(workdir, single):
         _, stderr = node.communicate(timeout=300)
         assert node.returncode == 0, stderr
     assert_same_curves(out, single("torch"))
+
+
+@needs_torch
+@pytest.mark.slow
+def test_ctrl_c_stops_every_replica_at_one_step_and_saves(workdir):
+    """Ctrl-C reaches the whole process group: one line, exit 130, rank 0's checkpoint of that step."""
+    import signal
+    import time
+
+    out = workdir / "interrupted"
+    command = [sys.executable, "-m", "seqpred", "train", "corpus.txt", "--out", str(out), *TRAIN[:-3]]
+    command += ["--quiet", "--epochs", "1000", "--replicas", "2"]  # no --max-steps: until stopped
+    run = subprocess.Popen(
+        command, cwd=workdir, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not ((out / "history.jsonl").exists() and len(history(out)) >= 5):
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "interrupted by SIGINT" in errors[0], stderr
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["status"] == "interrupted" and saved["step"] == history(out)[-1]["step"]

@@ -9,6 +9,9 @@ engine behind torchrun (:func:`launch`).
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 import uuid
 from datetime import timedelta
 
@@ -99,5 +102,19 @@ def launch(count: int, worker, args: tuple) -> None:
         max_restarts=0,
         monitor_interval=0.1,
         start_method="spawn",
+        # Ctrl-C reaches every process of the terminal's group: the workers stop together at the same
+        # step and save; the launcher itself waits for them instead of cutting them short.
+        signals_to_handle="SIGTERM,SIGHUP,SIGQUIT",
     )
-    elastic_launch(config, worker)(*args)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    # The workers report their own errors in one line; the launcher's log of them is a traceback.
+    log = logging.getLogger("torch.distributed.elastic")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        elastic_launch(config, worker)(*args)
+    finally:
+        log.setLevel(level)
+        if main:
+            signal.signal(signal.SIGINT, previous)
