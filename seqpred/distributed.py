@@ -150,6 +150,11 @@ class Replicas:
         """The blocks of the ``rows`` rows this process was given, one per replica it drives."""
         return row_blocks(rows, self.local)
 
+    def device_shares(self, rows: int) -> list[slice]:
+        """Contiguous shares of ``rows`` rows that need not divide evenly (validation), one per replica
+        this process drives; their sizes differ by at most one."""
+        return [slice(*_share(rows, k, self.local)) for k in range(self.local)]
+
 
 class Team:
     """The processes of one run training together: the rows each takes and the reductions they share.

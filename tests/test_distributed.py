@@ -373,15 +373,27 @@ def test_keras_on_two_logical_cpu_devices_gives_the_single_process_curve(workdir
     )
     assert result.returncode == 0, result.stderr
     assert_same_curves(out, single("keras"))
-    probe = (
-        "from seqpred.distributed import Replicas; from seqpred.spec import ModelSpec; "
-        "from seqpred.train import build_model; "
-        "spec = ModelSpec(vocab_size=5, hidden=4, layers=1, embedding=2, seq_len=3); "
-        "m = build_model('keras', spec, 'cpu', 0, replicas=Replicas(2)); "
-        "print(m.strategy.num_replicas_in_sync, m.strategy.extended.worker_devices)"
-    )
+    # Two devices indeed, and validation shared out between them (5 rows: shares of 3 and 2) scores
+    # as one device does.
+    probe = """
+import numpy as np
+from seqpred.distributed import Replicas
+from seqpred.spec import ModelSpec
+from seqpred.train import build_model
+from seqpred.weights import init_weights
+
+spec = ModelSpec(vocab_size=5, hidden=4, layers=1, embedding=2, seq_len=3)
+two, one = build_model("keras", spec, "cpu", 0, replicas=Replicas(2)), build_model("keras", spec, "cpu", 0)
+for model in (two, one):
+    model.set_weights(init_weights(spec, 1))
+rows = np.random.default_rng(0).integers(0, 5, size=(5, 4)).astype(np.int32)
+scores = [model.evaluate_batch(rows[:, :-1], rows[:, 1:]) for model in (two, one)]
+print(two.strategy.num_replicas_in_sync, two.strategy.extended.worker_devices, abs(scores[0] - scores[1]))
+"""
     shown = subprocess.run([sys.executable, "-c", probe], env=environment(), capture_output=True, text=True)
-    assert shown.stdout.split()[0] == "2" and "CPU:1" in shown.stdout, shown.stderr
+    replicas, *_, difference = shown.stdout.split()
+    assert replicas == "2" and "CPU:1" in shown.stdout, shown.stderr
+    assert float(difference) < 1e-6, shown.stdout
 
 
 def free_port() -> int:

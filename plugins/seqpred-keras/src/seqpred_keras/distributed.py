@@ -16,7 +16,7 @@ import numpy as np
 
 from seqpred.distributed import Replicas
 
-from .framework import tf
+from .framework import keras, tf
 
 
 def replica_devices(replicas: Replicas) -> list[str]:
@@ -54,12 +54,36 @@ def mirrored_strategy(replicas: Replicas) -> tf.distribute.MirroredStrategy:
     return tf.distribute.MirroredStrategy(devices, cross_device_ops=ops)
 
 
-def per_replica(strategy, replicas: Replicas, array: np.ndarray):
-    """``array``'s rows as per-replica values: replica ``k`` gets the core's block ``k``."""
-    blocks = replicas.device_blocks(len(array))
+def per_replica(strategy, replicas: Replicas, array: np.ndarray, blocks: list[slice] | None = None):
+    """``array``'s rows as per-replica values: replica ``k`` gets the core's block ``k`` (of
+    :meth:`~seqpred.distributed.Replicas.device_blocks` unless ``blocks`` are given)."""
+    blocks = blocks or replicas.device_blocks(len(array))
     return strategy.experimental_distribute_values_from_function(
         lambda context: array[blocks[context.replica_id_in_sync_group]]
     )
+
+
+def evaluate(model, inputs: np.ndarray, targets: np.ndarray) -> float:
+    """Validation shared out between the replicas: each scores its share of the rows (shares differ by
+    at most one row), and the mean is taken over every predicted token."""
+    if getattr(model, "_evaluate_fn", None) is None:
+        strategy = model.strategy
+
+        def step(inputs, targets):
+            def replica(inputs, targets):
+                last = model.spec.objective == "last"
+                logits, _ = model.net(inputs, training=False, last_only=last)
+                losses = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+                return tf.reduce_sum(losses), tf.cast(tf.size(losses), tf.float32)
+
+            total, count = strategy.run(replica, args=(inputs, targets))
+            add = tf.distribute.ReduceOp.SUM
+            return strategy.reduce(add, total, axis=None) / strategy.reduce(add, count, axis=None)
+
+        model._evaluate_fn = tf.function(step)
+    shares = model.replicas.device_shares(len(inputs))
+    inputs, targets = (per_replica(model.strategy, model.replicas, a, shares) for a in (inputs, targets))
+    return float(model._evaluate_fn(inputs, targets))
 
 
 def train_step(model):

@@ -234,6 +234,10 @@ class KerasModel(Model):
 
     @on_device
     def evaluate_batch(self, inputs, targets):
+        if self.strategy is not None and len(inputs) >= self.replicas.local:
+            from .distributed import evaluate
+
+            return evaluate(self, _ids(inputs), _ids(targets))
         return float(self._loss_fn(_ids(inputs), _ids(targets)))
 
     # -- optimizer state, canonical layout -------------------------------------------------
