@@ -177,7 +177,10 @@ class Trainer:
         cls, out: str | Path, overrides: dict[str, Any] | None = None, *, reporter: Reporter | None = None
     ) -> Trainer:
         """The trainer that continues the run in ``out`` from its latest checkpoint."""
-        trainer = cls(resumed_config(Path(out), overrides or {}), out, reporter=reporter)
+        config = resumed_config(Path(out), overrides or {})
+        if distributed.launched() is not None and (overrides or {}).get("replicas") is None:
+            config = replace(config, replicas=1)  # under torchrun, as many replicas as it started
+        trainer = cls(config, out, reporter=reporter)
         trainer.resuming = True
         return trainer
 

@@ -235,6 +235,22 @@ def test_replicas_that_disagree_with_the_launcher_are_refused(cli, corpus, tmp_p
     one_line_error(result, 2, "--replicas 3 but the launcher started 2 processes")
 
 
+@needs_torch
+def test_under_torchrun_a_resume_takes_the_launchers_count(cli, corpus, tmp_path, monkeypatch):
+    from seqpred.train import Trainer
+
+    out = tmp_path / "r"
+    result = cli("train", corpus, "--out", out, *TRAIN)
+    assert result.exit_code == 0, result.output
+    stored = json.loads((out / "train.json").read_text())
+    (out / "train.json").write_text(json.dumps({**stored, "replicas": 2}))  # as two replicas left it
+    assert Trainer.resume(out, {}).config.replicas == 2  # --replicas: the run's own count
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "1")
+    assert Trainer.resume(out, {}).config.replicas == 1  # torchrun: its count (1: as it says)
+    assert Trainer.resume(out, {"replicas": 4}).config.replicas == 4
+
+
 def test_stateful_training_on_replicas_is_refused(cli, corpus, tmp_path):
     result = cli("train", corpus, "--out", tmp_path / "r", "--state", "carry", "--replicas", "2")
     one_line_error(result, 2, "--state carry trains on one replica")
