@@ -251,6 +251,8 @@ def plan(config: Any, backend: Callable[[], Any]) -> Replicas | None:
         return None
     kind = getattr(backend(), "data_parallel", None)
     name = config.backend
+    if config.state == "carry":
+        raise UsageError("--state carry trains on one replica; use --state reset with --replicas")
     if env is not None:
         if kind != PROCESSES:
             how = "use --replicas N instead of torchrun" if kind == DEVICES else "train in one process"
@@ -269,8 +271,6 @@ def plan(config: Any, backend: Callable[[], Any]) -> Replicas | None:
             f"backend {name!r} cannot train on several replicas (data parallelism); "
             f"use --backend torch or keras, or --replicas 1"
         )
-    if config.state == "carry":
-        raise UsageError("--state carry trains on one replica; use --state reset with --replicas")
     check_layout(Replicas(config.replicas), config, config.batch_size)  # before any process starts
     processes = config.replicas if kind == PROCESSES else 1
     return Replicas(config.replicas, processes, 0, 0, config.device)
