@@ -2,7 +2,7 @@
 
 The conformance kit (:mod:`seqpred.testing`) checks each shipped loop as a backend author's suite
 would; here: the paths the kit's small batches do not reach (the Keras loop compiled with XLA,
-torch's nn.LSTM kernel for many streams), that the kit's check fails on broken loops, and that
+torch's loop on nn.LSTM's kernel), that the kit's check fails on broken loops, and that
 ``Generator`` gives the same text for a seed on every backend, with and without the fast path,
 streamed or not, with stop strings and several samples.
 """
@@ -78,13 +78,24 @@ def test_keras_loop_moves_to_xla_after_its_threshold_and_carries_on(monkeypatch)
 
 @needs_torch
 @pytest.mark.parametrize("case", KINDS)
-def test_torch_lstm_kernel_for_many_streams_picks_the_core_samplers_tokens(case):
-    from seqpred_torch.fused import LSTM_KERNEL_STREAMS
+def test_torch_loop_on_nn_lstms_kernel_picks_the_core_samplers_tokens(monkeypatch, case):
+    """The kernel a GPU takes (and a CPU, from a number of streams, where one is set)."""
+    from seqpred_torch import fused
 
+    monkeypatch.setitem(fused.LSTM_KERNEL_STREAMS, "cpu", 4)
+    used = []
+    monkeypatch.setattr(fused.FusedGeneration, "kernel_step", spy(fused.FusedGeneration.kernel_step, used))
     weights = tied_weights(SPEC)
-    check_fused_generation(
-        loaded("torch", weights), SPEC, weights, SAMPLING_CASES[case], streams=LSTM_KERNEL_STREAMS + 3
-    )
+    check_fused_generation(loaded("torch", weights), SPEC, weights, SAMPLING_CASES[case], streams=6)
+    assert len(used) == 40, "nn.LSTM's kernel made every step"
+
+
+def spy(function, calls: list):
+    def spied(*args, **kwargs):
+        calls.append(1)
+        return function(*args, **kwargs)
+
+    return spied
 
 
 # -- the kit's check fails on broken loops ---------------------------------------------------------

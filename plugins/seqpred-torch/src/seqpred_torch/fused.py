@@ -2,15 +2,15 @@
 
 Each token is one step of the network and one call of the core's own sampler,
 :func:`seqpred.sampling.pick`, on the step's logits (on a CPU, a view of the same memory), so the
-tokens are the core's by construction. The step's kernel is chosen by the number of streams:
+tokens are the core's by construction. The step's kernel is chosen by device and number of streams
+(:data:`LSTM_KERNEL_STREAMS`): the model's own step (:meth:`TorchModel.step_tensors`: layer 0's input
+projection a token table, one sigmoid for all four gates, a few large operations per layer), or
+``nn.LSTM``'s fused kernel over all layers.
 
-* few streams: the model's own step (:meth:`TorchModel.step`'s arithmetic): layer 0's input
-  projection a token table, one sigmoid for all four gates, a few large operations per layer;
-* many streams (at least :data:`LSTM_KERNEL_STREAMS`): ``nn.LSTM``'s fused kernel over all layers,
-  which wins once the matrix products dominate.
-
-``bench/generate.py --torch-variants`` measured the choice, ``torch.compile`` of the step included
-(it lost on this CPU: see the README).
+``bench/generate.py --torch-variants`` measures the kernels against each other, ``torch.compile``
+of the step included: on a 2-core CPU the model's own step was as fast as nn.LSTM's kernel at 64
+streams and six times as fast for one, and the compiled step within a few per cent of the eager one
+after a compilation of seconds, so the eager step is kept (see the README).
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import torch
 
 from seqpred.sampling import SamplingSettings, pick
 
-#: From this many streams on, a step is one call of nn.LSTM's kernel over every layer.
-LSTM_KERNEL_STREAMS = 32
+#: From how many streams on a step is one call of nn.LSTM's kernel, by device type (None: never).
+#: On a GPU, where every operation is a kernel launch, one launch per layer should win (not measured:
+#: no GPU here); on the CPU the model's own step did.
+LSTM_KERNEL_STREAMS: dict[str, int | None] = {"cpu": None, "cuda": 1}
 
 
 class FusedGeneration:
@@ -39,7 +41,8 @@ class FusedGeneration:
         seen = np.empty((streams, count, model.spec.vocab_size), np.float32) if return_logits else None
         hs, cs = state
         picked = np.asarray(tokens, dtype=np.int64)
-        if streams >= LSTM_KERNEL_STREAMS:
+        fewest = LSTM_KERNEL_STREAMS.get(model.device.type)
+        if fewest is not None and streams >= fewest:
             model.net.eval()
             step = self.kernel_step
             carried = (torch.stack(list(hs)), torch.stack(list(cs))) if isinstance(hs, list) else (hs, cs)
