@@ -192,6 +192,7 @@ def test_every_training_option_reaches_the_cli_the_toml_file_and_the_api(cli, tm
         resolve({"corpus": "x"}, load_toml(str(config)))
     resumable = {"corpus", "device", "epochs", "max_steps", "time_limit", "patience", "val_every", "threads"}
     resumable |= {"sample_every"}  # what is shown, not what is trained
+    resumable |= {"replicas", "precision"}  # how it is computed: the checkpoint is canonical either way
     assert resumable == RESUMABLE
 
 
