@@ -405,11 +405,24 @@ for model in (two, one):
 rows = np.random.default_rng(0).integers(0, 5, size=(5, 4)).astype(np.int32)
 scores = [model.evaluate_batch(rows[:, :-1], rows[:, 1:]) for model in (two, one)]
 print(two.strategy.num_replicas_in_sync, two.strategy.extended.worker_devices, abs(scores[0] - scores[1]))
+
+# Dropout on replicas: masks a function of (seed, step), another seed another, in bf16 too.
+from seqpred import OptimizerSettings
+spec = ModelSpec(vocab_size=5, hidden=8, layers=2, embedding=2, seq_len=3, dropout=0.5, output_dropout=True)
+def losses(seed, precision="fp32"):
+    model = build_model("keras", spec, "cpu", seed, replicas=Replicas(2), precision=precision)
+    model.configure_training(OptimizerSettings())
+    model.set_weights(init_weights(spec, 1))
+    return [model.train_batch(rows[:4, :-1], rows[:4, 1:], 0.0, step=step) for step in (0, 1, 0)]
+print(losses(3), losses(4), losses(3, "bf16"))
 """
     shown = subprocess.run([sys.executable, "-c", probe], env=environment(), capture_output=True, text=True)
-    replicas, *_, difference = shown.stdout.split()
-    assert replicas == "2" and "CPU:1" in shown.stdout, shown.stderr
+    first, second = shown.stdout.splitlines()[:2]
+    replicas, *_, difference = first.split()
+    assert replicas == "2" and "CPU:1" in first, shown.stderr
     assert float(difference) < 1e-6, shown.stdout
+    a, b, bf16 = json.loads("[" + second.replace("] [", "], [") + "]")
+    assert a[0] == a[2] and a[0] != a[1] and a != b and bf16[0] == bf16[2], second
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ import contextlib
 
 import numpy as np
 
-from seqpred.distributed import Replicas
+from seqpred.distributed import Replicas, dropout_seed
 
 from .framework import keras, tf
 
@@ -90,13 +90,16 @@ def train_step(model):
     """The body of one data-parallel training step of ``model`` (a :class:`KerasModel` with a strategy):
     each replica's gradients, averaged over all of them, then Adam once on the mirrored variables."""
     strategy, names = model.strategy, list(model.variables)
+    # Each replica draws its own dropout masks, from its own seed (the core's), the step and the layer.
+    seeds = tf.constant([dropout_seed(model.seed, r) for r in range(model.replicas.local)], tf.int64)
+    layers = len(model.net.drops)
 
     def step(inputs, targets, lr, step):
-        model.net.seed_dropout(model.seed, step)
-
         def replica(inputs, targets):
+            base = tf.gather(seeds, tf.distribute.get_replica_context().replica_id_in_sync_group)
+            masks = [tf.stack([base, step * layers + k]) for k in range(layers)]
             with tf.GradientTape() as tape:
-                loss, _ = model._loss(inputs, targets, training=True)
+                loss, _ = model._loss(inputs, targets, training=True, dropout_seeds=masks)
             gradients = tape.gradient(loss, [model.variables[n] for n in names])
             # Dense, so that Adam squares the sum of an embedding's slices (see adam.py).
             dense = [tf.convert_to_tensor(g) for g in gradients]

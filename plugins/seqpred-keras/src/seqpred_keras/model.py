@@ -54,13 +54,20 @@ class LSTMNet(keras.Model):
             return self.embed(tokens)
         return (tf.cast(tokens, tf.float32) / self.spec.vocab_size)[..., None]
 
-    def call(self, tokens, states=None, training=False, last_only=False):
-        """Logits [B, T, V] (or [B, V] for ``last_only``) and the (h, c) state of every layer."""
+    def call(self, tokens, states=None, training=False, last_only=False, dropout_seeds=None):
+        """Logits [B, T, V] (or [B, V] for ``last_only``) and the (h, c) state of every layer.
+
+        ``dropout_seeds``: one stateless seed [2] per layer, for masks of a replica's own (distributed.py)
+        instead of the layers' seed generators.
+        """
         x = self.features(tokens)
         new_states = []
         for k, (lstm, drop) in enumerate(zip(self.lstms, self.drops, strict=True)):
             x, h, c = lstm(x, initial_state=None if states is None else list(states[k]), training=training)
-            x = drop(x, training=training)
+            if dropout_seeds is not None and training and drop.rate > 0:
+                x = tf.nn.experimental.stateless_dropout(x, rate=drop.rate, seed=dropout_seeds[k])
+            else:
+                x = drop(x, training=training)
             new_states.append((tf.cast(h, tf.float32), tf.cast(c, tf.float32)))
         if last_only:
             x = x[:, -1]
@@ -181,10 +188,12 @@ class KerasModel(Model):
             )
         self._carried_train_fn = None  # traced on the first stateful batch
 
-    def _loss(self, inputs, targets, training: bool, states=None):
+    def _loss(self, inputs, targets, training: bool, states=None, dropout_seeds=None):
         """The mean loss and the state of every layer after the last step."""
         last = self.spec.objective == "last"
-        logits, states = self.net(inputs, states, training=training, last_only=last)
+        logits, states = self.net(
+            inputs, states, training=training, last_only=last, dropout_seeds=dropout_seeds
+        )
         losses = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
         return tf.reduce_mean(losses), states
 
