@@ -19,6 +19,7 @@ import onnxruntime as ort
 from seqpred import Model, ModelSpec, OptimizerSettings
 from seqpred.export import build_graph
 from seqpred.reference import cross_entropy
+from seqpred.sampling import SamplingSettings, pick
 from seqpred.threads import chosen_threads
 from seqpred.weights import DTYPE, Weights, check_weights, init_weights
 
@@ -108,6 +109,24 @@ class OnnxModel(Model):
 
     def forward(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         return self.run(tokens, state)
+
+    def generate_tokens(self, tokens, state, settings: SamplingSettings, uniforms, *, return_logits=False):
+        """Fused generation: one session call and the core's own :func:`~seqpred.sampling.pick` per
+        token, with nothing else between them (the feeds reused, the state passed straight back)."""
+        uniforms = np.asarray(uniforms, dtype=np.float64)
+        streams, count = uniforms.shape
+        chosen = np.empty((streams, count), dtype=np.int32)
+        seen = np.empty((streams, count, self.spec.vocab_size), DTYPE) if return_logits else None
+        run = self.session().run
+        h, c = state
+        picked = np.asarray(tokens, dtype=np.int64).reshape(streams, 1)
+        for k in range(count):
+            logits, h, c = run(None, {"tokens": picked, "initial_h": h, "initial_c": c})
+            if seen is not None:
+                seen[:, k] = logits[:, 0]
+            chosen[:, k] = pick(logits[:, 0], settings, uniforms[:, k])
+            picked = chosen[:, k : k + 1].astype(np.int64)
+        return chosen, (h, c), seen
 
     def state_to_numpy(self, state: State) -> np.ndarray:
         """The canonical state: float32 [layers, 2, B, H], h then c."""
