@@ -88,15 +88,22 @@ def read_text_file(path: Path, what: str = "text") -> str:
     return normalise_newlines(decode(_read_bytes(path, what), str(path)))
 
 
-def _read_bytes(path: Path, what: str = "text") -> bytes:
+@contextlib.contextmanager
+def _reading(label: object) -> Iterator[None]:
+    """The operating system's refusals while reading ``label``, as one-line corpus errors."""
     try:
-        return read_limited(path, CorpusError, what)
+        yield
     except FileNotFoundError:
-        raise CorpusError(f"{path}: no such file or folder") from None
+        raise CorpusError(f"{label}: no such file or folder") from None
     except PermissionError:
-        raise CorpusError(f"{path}: permission denied") from None
+        raise CorpusError(f"{label}: permission denied") from None
     except OSError as exc:
-        raise CorpusError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise CorpusError(f"{label}: cannot read ({exc.strerror or exc})") from None
+
+
+def _read_bytes(path: Path, what: str = "text") -> bytes:
+    with _reading(path):
+        return read_limited(path, CorpusError, what)
 
 
 def _read_standard_input() -> bytes:
@@ -224,24 +231,17 @@ def _spool_standard_input(path: Path) -> None:
 def raw_chunks(path: Path, label: str) -> Iterator[bytes]:
     """The bytes of the regular file ``path`` in chunks of :data:`CHUNK_BYTES` (the first at least
     4 KiB, what telling UTF-16 from UTF-8 needs), within the read limit."""
-    try:
-        with open_limited(path, CorpusError, "text") as handle:
-            limit = max_read_bytes()
-            total = 0
-            while True:
-                data = handle.read(CHUNK_BYTES if total else max(CHUNK_BYTES, 4096))
-                if not data:
-                    return
-                total += len(data)
-                if total > limit:
-                    raise grew_error(path, CorpusError)
-                yield data
-    except FileNotFoundError:
-        raise CorpusError(f"{label}: no such file or folder") from None
-    except PermissionError:
-        raise CorpusError(f"{label}: permission denied") from None
-    except OSError as exc:
-        raise CorpusError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    with _reading(label), open_limited(path, CorpusError, "text") as handle:
+        limit = max_read_bytes()
+        total = 0
+        while True:
+            data = handle.read(CHUNK_BYTES if total else max(CHUNK_BYTES, 4096))
+            if not data:
+                return
+            total += len(data)
+            if total > limit:
+                raise grew_error(path, CorpusError)
+            yield data
 
 
 def _file_text(path: Path, label: str, advance: Callable[[int], None]) -> Iterator[str]:
