@@ -208,7 +208,7 @@ class TrainConfig:
     hidden: int = option(256, "LSTM units per layer.", check=positive_int, metavar="N")
     layers: int = option(2, "Stacked LSTM layers.", check=positive_int, metavar="N")
     embedding: int = option(64, "Embedding width; 0 feeds scaled token ids.", check=width, metavar="N")
-    dropout: float = option(0.2, "Dropout between the LSTM layers.", check=fraction, metavar="P")
+    dropout: float = option(0.3, "Dropout between the LSTM layers.", check=fraction, metavar="P")
     output_dropout: bool = option(
         False, "Dropout after the last LSTM layer too (the article preset has it).", check=boolean,
         flags=("--output-dropout/--no-output-dropout",),
@@ -226,7 +226,7 @@ class TrainConfig:
     # optimisation
     batch_size: int = option(64, "Windows per batch.", check=positive_int, metavar="N")
     lr: float = option(
-        2e-3, "Adam learning rate (the peak, with a schedule).", check=positive, metavar="RATE"
+        5e-3, "Adam learning rate (the peak, with a schedule).", check=positive, metavar="RATE"
     )
     clip: float | None = option(
         5.0, "Gradient global-norm limit; 0 for none.", check=optional(non_negative), metavar="NORM"
@@ -242,8 +242,9 @@ class TrainConfig:
         metavar="DURATION", parse=parse_duration,
     )  # fmt: skip
     schedule: str = option(
-        "constant", "Learning rate: constant, cosine or plateau.", check=choice(*SCHEDULES)
-    )
+        "cosine", "Learning rate: cosine (to --min-lr at the last step), constant or plateau.",
+        check=choice(*SCHEDULES),
+    )  # fmt: skip
     warmup: int = option(0, "Steps of linear warm-up.", check=count, metavar="STEPS")
     min_lr: float = option(
         0.0, "Floor of the cosine and plateau schedules.", check=non_negative, metavar="RATE"
@@ -303,7 +304,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # The tutorial's model exactly: lower-cased characters, ids scaled to [0, 1) as the only input
     # feature, 50-character windows predicting the 51st, 2 x LSTM(300) with dropout 0.2 after each,
-    # Adam at Keras' default rate, batch 40, 200 epochs, no clipping, greedy generation.
+    # Adam at Keras' default rate held constant, batch 40, 200 epochs, no clipping, greedy generation.
     "article": {
         "level": "char",
         "lower": True,
@@ -316,6 +317,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "objective": "last",
         "batch_size": 40,
         "lr": 1e-3,
+        "schedule": "constant",
         "clip": None,
         "epochs": 200,
         "greedy": True,

@@ -112,7 +112,7 @@ def test_every_option_shows_its_default_and_a_metavar_that_says_what_it_is(cli, 
 
 def test_train_help_shows_the_defaults_a_newcomer_asks_about(cli):
     text = " ".join(cli("train", "--help").stdout.split())
-    for flag, default in [("--epochs N", "10"), ("--batch-size N", "64"), ("--lr RATE", "0.002")]:
+    for flag, default in [("--epochs N", "10"), ("--batch-size N", "64"), ("--lr RATE", "0.005")]:
         assert re.search(re.escape(flag) + r" .*?\[default: " + re.escape(default), text), flag
     assert "--sample-every N" in text and "[default: off]" in text
     generate = " ".join(cli("generate", "--help").stdout.split())

@@ -201,7 +201,7 @@ def test_help_shows_every_default(cli):
     flags = [f for f in OPTIONS.values() if f.metadata["cli"]]
     assert help_text.count("[default: ") >= len(flags)
     assert "[default: 64; article preset: 40]" in help_text  # --batch-size
-    assert "[default: 0.002; article preset: 0.001]" in help_text  # --lr
+    assert "[default: 0.005; article preset: 0.001]" in help_text  # --lr
 
 
 def test_the_config_record_has_one_field_per_option():
