@@ -111,8 +111,9 @@ def _train(cli, corpus, out, *extra):
 @pytest.mark.slow
 def test_stateful_training_resumes_exactly(cli, corpus: Path, tmp_path: Path, backend):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    _train(cli, corpus, whole, "--backend", backend, "--max-steps", "14")
-    _train(cli, corpus, parts, "--backend", backend, "--max-steps", "7")
+    # A constant rate: the second half is a resume to a longer --max-steps, which stretches a cosine.
+    _train(cli, corpus, whole, "--backend", backend, "--max-steps", "14", "--schedule", "constant")
+    _train(cli, corpus, parts, "--backend", backend, "--max-steps", "7", "--schedule", "constant")
     saved = load_tensors(parts / CARRIED_STATE_FILE)["state"]
     assert saved.shape == (2, 2, 8, 16) and np.abs(saved).max() > 0, "the carried state was not saved"
     result = cli("train", "--resume", parts, "--max-steps", "14", "--quiet")
