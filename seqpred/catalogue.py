@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from ._version import __version__
+from .cache_folders import cache_folder
 from .errors import CorpusError, UsageError
 
 CACHE_ENV = "SEQPRED_CACHE_DIR"
@@ -111,12 +112,7 @@ def cache_dir() -> Path:
     ``$SEQPRED_CACHE_DIR`` wins so that tests and shared machines can point elsewhere; otherwise the XDG
     cache folder, whose spec says a relative ``$XDG_CACHE_HOME`` is to be ignored.
     """
-    override = os.environ.get(CACHE_ENV, "").strip()
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "seqpred" / "corpora"
+    return cache_folder(CACHE_ENV, "corpora")
 
 
 def get_entry(name: str) -> CatalogueEntry:

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from . import cache_folders
 from .errors import CorpusError
 from .text_sources import CorpusFiles, corpus_files, raw_chunks, stream_text
 from .vocab import Vocab, compact_dtype, tokenize
@@ -60,12 +61,7 @@ def _no_progress(description: str, total: int) -> Iterator[_Quiet]:
 def cache_folder() -> Path:
     """Where token files are kept: ``$SEQPRED_TOKEN_CACHE``, else the XDG cache folder's
     ``seqpred/tokens`` (a relative ``$XDG_CACHE_HOME`` is ignored, as the spec says)."""
-    override = os.environ.get(CACHE_VARIABLE, "").strip()
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "seqpred" / "tokens"
+    return cache_folders.cache_folder(CACHE_VARIABLE, "tokens")
 
 
 @dataclass
