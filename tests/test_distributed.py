@@ -42,6 +42,10 @@ TRAIN = (
 )  # fmt: skip
 
 
+#: What torchrun starts in each process: seqpred's training on the torch backend.
+TORCH_TRAIN = ("-m", "seqpred", "train", "corpus.txt", "--backend", "torch")
+
+
 def history(run: Path, event: str = "train") -> list[dict]:
     records = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     return [r for r in records if r["event"] == event]
@@ -322,18 +326,7 @@ def test_bf16_trains_near_fp32_and_keeps_float32_weights(cli, corpus, tmp_path, 
 @pytest.mark.slow
 def test_torchrun_two_processes_give_the_single_process_curve_and_generate_everywhere(workdir, single):
     out = workdir / "torchrun"
-    args = (
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "seqpred",
-        "train",
-        "corpus.txt",
-        "--backend",
-        "torch",
-    )
-    run = torchrun(*args, "--out", out, *TRAIN, cwd=workdir)
+    run = torchrun("--standalone", "--nproc_per_node", "2", *TORCH_TRAIN, "--out", out, *TRAIN, cwd=workdir)
     stdout, stderr = run.communicate(timeout=300)
     assert run.returncode == 0, stderr
     assert stdout.count("saved run to") == 1  # rank 0 alone reports
@@ -451,12 +444,7 @@ def test_two_nodes_on_localhost_through_torchrun_rendezvous(workdir, single):
             endpoint,
             "--rdzv_id",
             "seqpred-test",
-            "-m",
-            "seqpred",
-            "train",
-            "corpus.txt",
-            "--backend",
-            "torch",
+            *TORCH_TRAIN,
             "--out",
             out,
             *TRAIN,
