@@ -147,6 +147,7 @@ class KerasModel(Model):
         self.variables = canonical_variables(self.net)
         self.optimizer: Adam | None = None
         self._table = None  # layer 0's input projection of every token, for step(); None when stale
+        self._fused = None  # the fused generation loops (fused.py), traced on first use
 
         h = tf.TensorSpec([None, spec.hidden], tf.float32)
         states = tuple((h, h) for _ in range(spec.layers))
@@ -312,7 +313,7 @@ class KerasModel(Model):
         """Many tokens per call: the step and the core's sampler in one in-graph loop (fused.py)."""
         if self._table is None:
             self._table = self._step_table()
-        if getattr(self, "_fused", None) is None:
+        if self._fused is None:
             from .fused import FusedGeneration
 
             self._fused = FusedGeneration(self)
