@@ -284,6 +284,27 @@ class _Streams:
                 self.on_text(text[self.sent : upto])
                 self.sent = upto
 
+    def add_block(self, block: np.ndarray) -> None:
+        """Add ``block[:, k]`` for each k in turn, as :meth:`add` does, but hand out the first
+        stream's new text in one piece: without stop strings no token can end a stream early."""
+        if self.stop:
+            for column in block.T:
+                self.add(column)
+                if self.all_done:
+                    return
+            return
+        self.chosen.extend(block.T)
+        if self.on_text is None or self.live is None or block.shape[1] == 0:
+            return
+        if self.vocab.level == "char":
+            self.previous[0] = self.vocab.tokens[int(block[0, -1])]
+            text = "".join([self.vocab.tokens[i] for i in block[0].tolist()])
+        else:
+            text = "".join([self._piece(0, i) for i in block[0].tolist()])
+        self.live[0] += text
+        self.on_text(self.live[0][self.sent :])
+        self.sent = len(self.live[0])
+
     def texts(self) -> list[str]:
         if self.on_text is not None and self.live is not None and len(self.live[0]) > self.sent:
             self.on_text(self.live[0][self.sent :])

@@ -113,6 +113,35 @@ def test_engine_gives_each_job_the_generators_text_while_jobs_join_and_leave(ser
         engine.stop(10)
 
 
+@pytest.mark.parametrize(("interval", "sizes"), [(3600.0, [1, 49]), (0.0, [1] * 50)])
+def test_engine_hands_out_a_jobs_first_token_at_once_then_text_per_flush_interval(
+    served_run,  # noqa: F811
+    interval,
+    sizes,
+):
+    generator = Generator(served_run, "torch")
+    settings = SamplingSettings(temperature=0.9)
+    want = generator.generate("The", 50, settings, seed=7, num_samples=2).samples
+    events: queue.Queue = queue.Queue()
+    engine = Engine(generator.model, generator.vocab, flush_interval=interval)
+    engine.start()
+    try:
+        start = generator.start_tokens("The", "error")
+        engine.submit(
+            Job(start, emit=events.put, length=50, settings=settings, seed=7, num_samples=2, stream=True)
+        )
+        received = []
+        while not received or not isinstance(received[-1], Done):
+            received += events.get(timeout=30)
+    finally:
+        engine.stop(10)
+    for row in range(2):
+        pieces = [e.text for e in received if isinstance(e, Delta) and e.index == row]
+        assert [len(p) for p in pieces] == sizes
+        assert "".join(pieces) == want[row] == received[-1].samples[row].text
+    assert [s.tokens for s in received[-1].samples] == [50, 50]
+
+
 def test_engine_cancelled_job_leaves_the_batch_and_a_waiting_one_takes_its_place(served_run):  # noqa: F811
     generator = Generator(served_run, "torch")
     engine = Engine(generator.model, generator.vocab, max_streams=2)

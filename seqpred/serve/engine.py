@@ -11,6 +11,12 @@ its own ``np.random.default_rng(seed)``. So a seeded request gets the text of ``
 with the same settings, alone or among others. Jobs without a seed share the engine's generator and
 are sampled together, one call per distinct setting (their text is random either way).
 
+A job without stop strings and scores (the common request) costs the engine one array per step:
+its chosen tokens are kept as ids and turned into text only when they are handed out, at most every
+``flush_interval`` seconds (and at once for a job's first token, so that the first text is not held
+back), and at the end. A job with stop strings is checked after every token, as ``seqpred generate``
+checks it, so that it stops at the same token.
+
 The engine steps one token at a time and does not use the backends' fused loops
 (:meth:`seqpred.Model.generate_tokens`): requests join and leave between any two tokens, each with
 its own settings, where a fused call serves one setting for a chunk of tokens; and the Keras loop
@@ -27,6 +33,7 @@ from __future__ import annotations
 import collections
 import itertools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -153,6 +160,11 @@ class _Running:
         ]
         self.tokens = np.zeros(job.rows, dtype=np.int64)
         self.done = np.zeros(job.rows, dtype=bool)
+        # Without stop strings or scores no row ends early and nothing is needed per token: the
+        # chosen tokens wait here, one array per step, until they are handed out.
+        self.plain = not job.stop and job.logprobs is None
+        self.held: list[np.ndarray] = []
+        self.started = False
         self.pieces: list[list[str]] | None = None
         self.piece_streams: list[_Streams] = []
         self.scores: list[list[TokenScore]] = [[] for _ in range(job.rows)]
@@ -170,7 +182,8 @@ class Engine:
     and at most ``max_waiting`` of them: :meth:`submit` raises :class:`Overloaded` past that.
     ``deliver``, when given, receives once per step the list of ``(job, events)`` of that step and
     is responsible for handing them on (the HTTP layer passes them to its event loop in one call);
-    without it each job's ``emit`` is called directly from the worker thread.
+    without it each job's ``emit`` is called directly from the worker thread. A streaming job's new
+    text is handed out at most every ``flush_interval`` seconds (see the module's docstring).
     """
 
     def __init__(
@@ -181,17 +194,21 @@ class Engine:
         max_streams: int = 64,
         max_waiting: int = 256,
         deliver: Callable[[list[tuple[Job, list[Event]]]], None] | None = None,
+        flush_interval: float = 0.02,
     ):
         self.model = model
         self.vocab = vocab
         self.max_streams = max_streams
         self.max_waiting = max_waiting
         self.deliver = deliver
+        self.flush_interval = flush_interval
+        self._next_flush = 0.0
         self._cond = threading.Condition()
         self._waiting: collections.deque[Job] = collections.deque()
         self._running: list[_Running] = []
         self._logits = np.zeros((0, len(vocab)), dtype=np.float32)
         self._state = None
+        self._draws: list[tuple[slice | np.ndarray, SamplingSettings, np.random.Generator]] | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._shared_rng = np.random.default_rng()
@@ -256,6 +273,7 @@ class Engine:
                     (job, [Failed(message)]) for job in [r.job for r in self._running] + admitted
                 ]
                 self._running = []
+                self._draws = None
                 self._logits = self._logits[:0]
                 self._state = None
                 self._send(failed)
@@ -291,17 +309,28 @@ class Engine:
 
         # Sample every job's rows from the batch's logits, then feed the chosen tokens in one step.
         chosen = self._sample()
+        now = time.monotonic()
+        flush = now >= self._next_flush
+        if flush:
+            self._next_flush = now + self.flush_interval
         offset = 0
         keep = []
         for running in self._running:
             rows = running.job.rows
-            events = self._advance(
-                running, chosen[offset : offset + rows], self._logits[offset : offset + rows]
-            )
+            if running.plain:
+                events = self._hold(running, chosen[offset : offset + rows], flush)
+                finished = running.position == running.job.length
+            else:
+                events = self._advance(
+                    running, chosen[offset : offset + rows], self._logits[offset : offset + rows]
+                )
+                finished = bool(running.done.all()) or running.position == running.job.length
             offset += rows
-            finished = bool(running.done.all()) or running.position == running.job.length
             keep.append(not finished)
             if finished:
+                if running.plain:
+                    events += self._release(running)
+                    running.tokens[:] = running.position
                 samples = self._samples(running)  # releases the text held back for stop strings
                 if running.job.stream:
                     events += [Delta(i, "".join(held)) for i, held in enumerate(running.pending) if held]
@@ -350,25 +379,59 @@ class Engine:
             r for r, _, _ in joining
         ]
         self._logits = np.concatenate(parts) if parts else self._logits[:0]
+        self._draws = None
         self._state = self.model.state_from_numpy(np.concatenate(states, axis=2)) if states else None
 
     def _sample(self) -> np.ndarray:
         """One token per row: each seeded job from its own generator, the others grouped by settings."""
-        chosen = np.zeros(len(self._logits), dtype=np.int32)
+        if self._draws is None:
+            self._draws = self._plan_draws()
+        chosen = np.empty(len(self._logits), dtype=np.int32)
+        for rows, settings, rng in self._draws:
+            chosen[rows] = sample(self._logits[rows], settings, rng)
+        return chosen
+
+    def _plan_draws(self) -> list[tuple[slice | np.ndarray, SamplingSettings, np.random.Generator]]:
+        """The sampling calls of one step, which change only with the batch's membership: rows,
+        settings and generator of each seeded (or greedy) job, then of each group of the others."""
+        draws: list[tuple[slice | np.ndarray, SamplingSettings, np.random.Generator]] = []
         shared: dict[SamplingSettings, list[np.ndarray]] = {}
         offset = 0
         for running in self._running:
             job = running.job
-            rows = np.arange(offset, offset + job.rows)
-            offset += job.rows
             if job.rng is not None or job.settings.greedy:
-                chosen[rows] = sample(self._logits[rows], job.settings, job.rng or self._shared_rng)
+                draws.append((slice(offset, offset + job.rows), job.settings, job.rng or self._shared_rng))
             else:
-                shared.setdefault(job.settings, []).append(rows)
+                shared.setdefault(job.settings, []).append(np.arange(offset, offset + job.rows))
+            offset += job.rows
         for settings, groups in shared.items():
             rows = np.concatenate(groups)
-            chosen[rows] = sample(self._logits[rows], settings, self._shared_rng)
-        return chosen
+            draws.append((slice(0, offset) if len(rows) == offset else rows, settings, self._shared_rng))
+        return draws
+
+    def _hold(self, running: _Running, chosen: np.ndarray, flush: bool) -> list[Event]:
+        """Add one token to each row of a job without stop strings or scores; its text is handed
+        out when ``flush`` says so, or at once for the job's first token."""
+        running.position += 1
+        running.held.append(chosen)
+        if running.job.stream and (flush or not running.started):
+            running.started = True
+            return self._release(running)
+        return []
+
+    def _release(self, running: _Running) -> list[Event]:
+        """Turn the held tokens of a job into its rows' text: the events of a streaming job."""
+        if not running.held:
+            return []
+        block = np.stack(running.held, axis=1)
+        running.held.clear()
+        events: list[Event] = []
+        for i, texts in enumerate(running.texts):
+            texts.add_block(block[i : i + 1])
+            if running.job.stream and running.pending[i]:
+                events.append(Delta(i, "".join(running.pending[i])))
+                running.pending[i].clear()
+        return events
 
     def _advance(self, running: _Running, chosen: np.ndarray, logits: np.ndarray) -> list[Event]:
         """Add one token to each of the job's rows; the events of a streaming job."""
