@@ -10,9 +10,12 @@ symbols, in one run:
   fused loop (``Model.generate_tokens``, many tokens per call) where it has one, and stepped by the
   core (one ``Model.step`` per token) for comparison;
 
-and the roofline: forward FLOPs per character against this machine's measured matmul rate. The
-onnx backend's figures are also given as ratios to the torch backend's in the same run, and the
-issue's targets are checked at the end.
+and two rooflines: for 64 streams, forward FLOPs per character against this machine's measured
+matmul rate; for one stream, where every weight is read once per character and matrix-vector
+products are bound by memory rather than arithmetic, the rate of one step's matrix-vector products
+(every kernel of the model, NumPy's BLAS: ``bench/weights_read.py``). The onnx backend's figures
+are also given as ratios to the torch backend's in the same run, and the targets are checked at
+the end.
 
 Each measurement starts with a warm-up: the Keras loop runs in TensorFlow's graph executor until it
 has generated ``FusedGeneration.xla_after`` tokens per stream, then is compiled with XLA (the time
@@ -39,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import macbeth_vocab, machine, matmul_gflops, rate, table  # noqa: E402
+from weights_read import one_stream_roofline  # noqa: E402
 
 from seqpred.generate import Generator  # noqa: E402
 from seqpred.models import implements  # noqa: E402
@@ -148,9 +152,12 @@ def main() -> None:
     gflops = matmul_gflops()
     flops = spec.flops_per_token()
     roofline = gflops * 1e9 / flops
+    single, megabytes = one_stream_roofline(spec, args.seconds)
+    rooflines = {1: single, STREAMS: roofline}
     print(
         f"machine: {machine()}; matmul {gflops:.0f} GFLOP/s; {flops / 1e6:.2f} MFLOP per character "
-        f"forward; roofline {roofline:,.0f} characters/s"
+        f"forward; roofline {roofline:,.0f} characters/s; one stream: one step's matrix-vector "
+        f"products ({megabytes:.2f} MB of weights) {single:,.0f} per second"
     )
 
     # The tutorial's own loop is Keras' model.predict on the window; each framework's window loop
@@ -192,7 +199,7 @@ def main() -> None:
                     f"{ours / hand:.2f}x",
                     f"{ours / keras_tutorial:,.0f}x",
                     f"{ours / window_loop:,.0f}x",
-                    f"{ours / roofline:.0%}",
+                    f"{ours / rooflines[streams]:.0%}",
                 ]
             )
             print(
@@ -220,14 +227,15 @@ def main() -> None:
         "\n(characters per second; window loop: the whole 50-character window re-run for every character,"
         " argmax,\n one stream, in that framework; the tutorial: that loop in Keras with model.predict,"
         f" {keras_tutorial:,.1f} characters/s;\n stepped: one Model.step per token, the core's loop;"
-        " fused: the backend's Model.generate_tokens; the ratios are the fused loop's where there is one)"
+        " fused: the backend's Model.generate_tokens; the ratios are the fused loop's where there is one;\n"
+        f" of roofline: of {roofline:,.0f} characters/s for {STREAMS} streams, of {single:,.0f} for one)"
     )
     if ("onnx", 1) in speeds and ("torch", 1) in speeds:
         print("\nonnx backend against the torch backend, same run:")
         for streams, target in ((1, "target 2x"), (STREAMS, "")):
             ratio = speeds["onnx", streams] / speeds["torch", streams]
-            roof = speeds["onnx", streams] / roofline
-            note = f" ({target})" if target else f"; {roof:.0%} of the roofline (target 80%)"
+            roof = speeds["onnx", streams] / rooflines[streams]
+            note = f"; {roof:.0%} of the roofline" + (f" ({target})" if target else " (target 80%)")
             print(f"  {streams} stream{'s' * (streams > 1)}: {ratio:.2f}x{note}")
     targets = [
         ("keras", 1, speeds.get(("keras", 1), 0) / keras_tutorial, 300, "the tutorial's loop"),
