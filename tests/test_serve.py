@@ -142,6 +142,15 @@ def test_engine_hands_out_a_jobs_first_token_at_once_then_text_per_flush_interva
     assert [s.tokens for s in received[-1].samples] == [50, 50]
 
 
+def test_streams_are_paced_to_a_total_of_events_per_second(served_run):  # noqa: F811
+    from seqpred.serve.app import STREAM_EVENTS_PER_SECOND, STREAM_PACE, Service
+
+    service = Service(Generator(served_run, "torch"))
+    assert service.stream_pace() == STREAM_PACE  # nothing running: the shortest pace
+    service.engine.running_streams = 4 * STREAM_EVENTS_PER_SECOND // 100
+    assert service.stream_pace() == pytest.approx(max(STREAM_PACE, 0.04))
+
+
 def test_engine_cancelled_job_leaves_the_batch_and_a_waiting_one_takes_its_place(served_run):  # noqa: F811
     generator = Generator(served_run, "torch")
     engine = Engine(generator.model, generator.vocab, max_streams=2)

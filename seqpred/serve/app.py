@@ -42,6 +42,10 @@ RETRY_AFTER = 1
 #: Seconds between the events of a stream: the text produced meanwhile goes out as one event, so
 #: that a busy server spends its time generating rather than on many tiny writes.
 STREAM_PACE = 0.02
+#: Events per second that all streams together are paced to, beyond STREAM_PACE each: with many
+#: streams each gets fewer, larger events, and the writes (each a system call and a wake-up of the
+#: client) stay a small part of the server's work.
+STREAM_EVENTS_PER_SECOND = 1000
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -105,6 +109,10 @@ class Service:
         for job, events in pairs:
             job.emit(events)
 
+    def stream_pace(self) -> float:
+        """Seconds between two events of one stream: :data:`STREAM_PACE`, longer with many streams."""
+        return max(STREAM_PACE, self.engine.running_streams / STREAM_EVENTS_PER_SECOND)
+
     def start_tokens(self, prime: str, unknown: str, param: str):
         """The prime's start tokens as ``seqpred generate`` makes them; symbols outside the
         vocabulary are a 400 naming ``param`` (under ``unknown="error"``)."""
@@ -157,15 +165,15 @@ class Pending:
             job.cancel()
         self.service.engine.wake()
 
-    async def events(self, pace: float = 0.0) -> AsyncIterator[list[tuple[int, Delta | Done]]]:
+    async def events(self, paced: bool = False) -> AsyncIterator[list[tuple[int, Delta | Done]]]:
         """Everything that arrived since the last call, until every job is done; a failure raises.
 
-        With ``pace``, each batch after the first waits that many seconds, so that what the engine
-        produces meanwhile comes as one batch (a stream then sends fewer, larger events)."""
+        ``paced``: each batch after the first waits :meth:`Service.stream_pace` seconds, so that what
+        the engine produces meanwhile comes as one batch (a stream then sends fewer, larger events)."""
         first = True
         while not self.finished:
-            if pace and not first:
-                await asyncio.sleep(pace)
+            if paced and not first:
+                await asyncio.sleep(self.service.stream_pace())
             first = False
             await self.ready.wait()
             self.ready.clear()
@@ -362,7 +370,7 @@ async def generate(request: Request) -> Response:
 
 
 async def _generate_events(pending: Pending) -> AsyncIterator[str]:
-    async for events in pending.events(STREAM_PACE):
+    async for events in pending.events(paced=True):
         texts: dict[int, str] = {}
         for _, event in events:
             if isinstance(event, Done):

@@ -213,6 +213,8 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._shared_rng = np.random.default_rng()
         self.steps = 0
+        #: Rows of the running batch (read from any thread).
+        self.running_streams = 0
 
     # -- the client side (any thread) ---------------------------------------------------------
 
@@ -249,7 +251,7 @@ class Engine:
         running = list(self._running)
         return {
             "running_requests": len(running),
-            "running_streams": sum(r.job.rows for r in running),
+            "running_streams": self.running_streams,
             "waiting_requests": len(self._waiting),
             "steps": self.steps,
         }
@@ -273,6 +275,7 @@ class Engine:
                     (job, [Failed(message)]) for job in [r.job for r in self._running] + admitted
                 ]
                 self._running = []
+                self.running_streams = 0
                 self._draws = None
                 self._logits = self._logits[:0]
                 self._state = None
@@ -379,6 +382,7 @@ class Engine:
             r for r, _, _ in joining
         ]
         self._logits = np.concatenate(parts) if parts else self._logits[:0]
+        self.running_streams = len(self._logits)
         self._draws = None
         self._state = self.model.state_from_numpy(np.concatenate(states, axis=2)) if states else None
 

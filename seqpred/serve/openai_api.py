@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..sampling import SamplingSettings
-from .app import MAX_SEED, STREAM_PACE, Pending, Service, error_response, event_stream, sse
+from .app import MAX_SEED, Pending, Service, error_response, event_stream, sse
 from .engine import Delta, Done, Sample, TokenScore
 from .fields import BadRequest, Fields
 from .limits import read_json
@@ -283,7 +283,7 @@ class _CompletionReply:
                 for j in range(n):
                     offsets[p * n + j] = len(prompt)
                     yield self._chunk(p * n + j, prompt)
-        async for events in pending.events(STREAM_PACE):
+        async for events in pending.events(paced=True):
             texts: dict[int, str] = {}
             scores: dict[int, list[TokenScore]] = {}
             finished: list[tuple[int, str]] = []
@@ -388,7 +388,7 @@ async def _chat_chunks(common: _Common, prime: str, head: dict, pending: Pending
     for j in range(common.n):
         yield chunk(j, {"role": "assistant", "content": ""})
     samples: list[Sample] = []
-    async for events in pending.events(STREAM_PACE):
+    async for events in pending.events(paced=True):
         texts: dict[int, str] = {}
         for _, event in events:
             if isinstance(event, Delta):
