@@ -135,3 +135,14 @@ def test_the_threads_come_from_the_environment(cli, monkeypatch, tmp_path):
         BackendError, match="SEQPRED_ONNX_THREADS must be a whole number of threads, got 'many'"
     ):
         build_model("onnx", spec, "cpu", 0)
+
+
+@pytest.mark.parametrize(("threads", "free", "spinning"), [("2", 2, "1"), ("2", 1, "0"), ("1", 0, "1")])
+def test_threads_spin_only_where_each_has_a_free_core(monkeypatch, threads, free, spinning):
+    import seqpred_onnx.model
+
+    monkeypatch.setenv("SEQPRED_ONNX_THREADS", threads)
+    monkeypatch.setattr(seqpred_onnx.model, "free_cores", lambda: free)
+    options = seqpred_onnx.model.session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == spinning
+    assert options.intra_op_num_threads == int(threads)

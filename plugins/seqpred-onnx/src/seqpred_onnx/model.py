@@ -20,7 +20,7 @@ from seqpred import Model, ModelSpec, OptimizerSettings
 from seqpred.export import build_graph
 from seqpred.reference import cross_entropy
 from seqpred.sampling import SamplingSettings, pick
-from seqpred.threads import chosen_threads
+from seqpred.threads import chosen_threads, free_cores
 from seqpred.weights import DTYPE, Weights, check_weights, init_weights
 
 State = tuple[np.ndarray, np.ndarray]  # h and c, each [layers, B, H]
@@ -35,16 +35,18 @@ _INFERENCE_ONLY = (
 
 
 def session_options() -> ort.SessionOptions:
-    """The settings that generated fastest in bench/onnx_session_options.py on a shared 2-core
-    machine: two intra-op threads that sleep rather than spin between the graph's small operators
-    (spinning threads lose their share of a busy CPU), the basic graph optimisations (constant
-    folding, redundant nodes removed; the extended ones gained nothing here), sequential execution,
-    and the NumPy arrays fed directly (I/O binding gained nothing)."""
+    """The settings that generated fastest in bench/onnx_session_options.py on a 2-core machine:
+    seqpred's thread count (one per free core), threads that spin between the graph's small
+    operators when each has a free core to itself and sleep when it would share one (on the idle
+    machine spinning ran 1.6 times as fast for one stream; beside another program, spinning threads
+    ran at half speed, losing their share of the busy CPU), the basic graph optimisations (constant
+    folding, redundant nodes removed; the extended ones gained nothing), sequential execution, and
+    the NumPy arrays fed directly (I/O binding gained nothing). The choice is made once, when the
+    session opens."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     value = os.environ.get(THREADS_VARIABLE, "")
     if value:
         try:
@@ -56,6 +58,8 @@ def session_options() -> ort.SessionOptions:
     else:  # seqpred's choice (--threads, SEQPRED_THREADS, or the free cores), else the cores up to 2
         threads = chosen_threads() or min(2, os.cpu_count() or 1)
     options.intra_op_num_threads = threads
+    spin = threads == 1 or threads <= free_cores()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.log_severity_level = 3  # errors only: no notices on stderr
     return options
 
