@@ -56,6 +56,8 @@ THREADS_OPTION_HELP = (
 )
 
 _chosen: int | None = None
+#: (when, count) of the last :func:`free_cores` measurement.
+_last_free: tuple[float, int] | None = None
 
 
 def usable_cores() -> int:
@@ -114,7 +116,18 @@ def busy_cores(seconds: float = SAMPLE_SECONDS) -> float:
 
 def free_cores(seconds: float = SAMPLE_SECONDS) -> int:
     """Cores that are free now: usable, less those busy (each above :data:`FREE_CORE_SLACK`), at least 1."""
-    return max(1, int(usable_cores() - busy_cores(seconds) + FREE_CORE_SLACK))
+    global _last_free
+    free = max(1, int(usable_cores() - busy_cores(seconds) + FREE_CORE_SLACK))
+    _last_free = (time.monotonic(), free)
+    return free
+
+
+def recent_free_cores(max_age: float = 10.0) -> int:
+    """:func:`free_cores` as measured in the last ``max_age`` seconds (by the command choosing its
+    threads, say), else measured now: for a choice made at start-up without another tenth of a second."""
+    if _last_free is not None and time.monotonic() - _last_free[0] <= max_age:
+        return _last_free[1]
+    return free_cores()
 
 
 def _parse(value: str, where: str) -> int:

@@ -142,7 +142,7 @@ def test_threads_spin_only_where_each_has_a_free_core(monkeypatch, threads, free
     import seqpred_onnx.model
 
     monkeypatch.setenv("SEQPRED_ONNX_THREADS", threads)
-    monkeypatch.setattr(seqpred_onnx.model, "free_cores", lambda: free)
+    monkeypatch.setattr(seqpred_onnx.model, "recent_free_cores", lambda: free)
     options = seqpred_onnx.model.session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == spinning
     assert options.intra_op_num_threads == int(threads)

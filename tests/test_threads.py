@@ -62,6 +62,18 @@ def test_without_a_request_the_free_cores_are_used_split_among_replicas(monkeypa
     assert threads_for() == 1
 
 
+def test_a_recent_measurement_of_the_free_cores_is_reused(monkeypatch):
+    samples = []
+    monkeypatch.setattr(threads, "busy_cores", lambda seconds=0.1: samples.append(seconds) or 1.0)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
+    monkeypatch.setattr(threads, "_last_free", None)
+    assert threads.recent_free_cores() == 3 and len(samples) == 1  # nothing measured yet: measured
+    assert threads.recent_free_cores() == 3 and len(samples) == 1  # reused
+    monkeypatch.setattr(threads, "busy_cores", lambda seconds=0.1: samples.append(seconds) or 3.0)
+    monkeypatch.setattr(threads, "_last_free", (time.monotonic() - 60, 3))
+    assert threads.recent_free_cores(max_age=10) == 1 and len(samples) == 2  # too old: measured again
+
+
 def test_torchrun_processes_share_the_cores(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setenv(THREADS_VARIABLE, "4")

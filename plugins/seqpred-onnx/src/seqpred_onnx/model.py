@@ -20,7 +20,7 @@ from seqpred import Model, ModelSpec, OptimizerSettings
 from seqpred.export import build_graph
 from seqpred.reference import cross_entropy
 from seqpred.sampling import SamplingSettings, pick
-from seqpred.threads import chosen_threads, free_cores
+from seqpred.threads import chosen_threads, recent_free_cores
 from seqpred.weights import DTYPE, Weights, check_weights, init_weights
 
 State = tuple[np.ndarray, np.ndarray]  # h and c, each [layers, B, H]
@@ -58,7 +58,7 @@ def session_options() -> ort.SessionOptions:
     else:  # seqpred's choice (--threads, SEQPRED_THREADS, or the free cores), else the cores up to 2
         threads = chosen_threads() or min(2, os.cpu_count() or 1)
     options.intra_op_num_threads = threads
-    spin = threads == 1 or threads <= free_cores()
+    spin = threads == 1 or threads <= recent_free_cores()
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.log_severity_level = 3  # errors only: no notices on stderr
     return options
