@@ -286,21 +286,13 @@ class _Streams:
 
     def add_block(self, block: np.ndarray) -> None:
         """Add ``block[:, k]`` for each k in turn, as :meth:`add` does, but hand out the first
-        stream's new text in one piece: without stop strings no token can end a stream early."""
-        if self.stop:
-            for column in block.T:
-                self.add(column)
-                if self.all_done:
-                    return
-            return
+        stream's new text in one piece. Only for streams without stop strings, where no token can
+        end a stream early."""
+        assert not self.stop, "streams with stop strings are checked token by token (add)"
         self.chosen.extend(block.T)
-        if self.on_text is None or self.live is None or block.shape[1] == 0:
+        if self.on_text is None or self.live is None:
             return
-        if self.vocab.level == "char":
-            self.previous[0] = self.vocab.tokens[int(block[0, -1])]
-            text = "".join([self.vocab.tokens[i] for i in block[0].tolist()])
-        else:
-            text = "".join([self._piece(0, i) for i in block[0].tolist()])
+        text = "".join([self._piece(0, i) for i in block[0].tolist()])
         self.live[0] += text
         self.on_text(self.live[0][self.sent :])
         self.sent = len(self.live[0])

@@ -164,7 +164,6 @@ class _Running:
         # chosen tokens wait here, one array per step, until they are handed out.
         self.plain = not job.stop and job.logprobs is None
         self.held: list[np.ndarray] = []
-        self.started = False
         self.pieces: list[list[str]] | None = None
         self.piece_streams: list[_Streams] = []
         self.scores: list[list[TokenScore]] = [[] for _ in range(job.rows)]
@@ -213,8 +212,6 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._shared_rng = np.random.default_rng()
         self.steps = 0
-        #: Rows of the running batch (read from any thread).
-        self.running_streams = 0
 
     # -- the client side (any thread) ---------------------------------------------------------
 
@@ -247,6 +244,11 @@ class Engine:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def running_streams(self) -> int:
+        """Rows of the running batch (read from any thread)."""
+        return len(self._logits)
+
     def stats(self) -> dict[str, int]:
         running = list(self._running)
         return {
@@ -275,7 +277,6 @@ class Engine:
                     (job, [Failed(message)]) for job in [r.job for r in self._running] + admitted
                 ]
                 self._running = []
-                self.running_streams = 0
                 self._draws = None
                 self._logits = self._logits[:0]
                 self._state = None
@@ -382,7 +383,6 @@ class Engine:
             r for r, _, _ in joining
         ]
         self._logits = np.concatenate(parts) if parts else self._logits[:0]
-        self.running_streams = len(self._logits)
         self._draws = None
         self._state = self.model.state_from_numpy(np.concatenate(states, axis=2)) if states else None
 
@@ -418,8 +418,7 @@ class Engine:
         out when ``flush`` says so, or at once for the job's first token."""
         running.position += 1
         running.held.append(chosen)
-        if running.job.stream and (flush or not running.started):
-            running.started = True
+        if running.job.stream and (flush or running.position == 1):
             return self._release(running)
         return []
 
