@@ -107,63 +107,105 @@ def canonical_lstm(spec: ModelSpec, w: np.ndarray, r: np.ndarray, b: np.ndarray)
     }
 
 
-def build_graph(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> onnx.ModelProto:
-    """The inference graph of ``spec`` with ``weights`` (canonical), without seqpred's metadata."""
-    _onnx()
-    from onnx import TensorProto, helper, numpy_helper
+class GraphBuilder:
+    """Nodes and initializers of an ONNX graph under construction, with one name per value."""
 
-    weights = check_weights(spec, weights)
-    layers, hidden, vocab = spec.layers, spec.hidden, spec.vocab_size
-    initializers = []
-    nodes = []
+    def __init__(self) -> None:
+        _onnx()
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
 
-    def constant(name: str, value: np.ndarray) -> str:
-        initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+    def constant(self, name: str, value: np.ndarray) -> str:
+        """An initializer holding ``value``; returns its name."""
+        from onnx import numpy_helper
+
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
-    def node(op: str, inputs: list[str], outputs: list[str], **attributes: Any) -> None:
-        nodes.append(helper.make_node(op, inputs, outputs, name=outputs[0], **attributes))
+    def node(self, op: str, inputs: list[str], outputs: list[str], **attributes: Any) -> str:
+        """One operator node, named after its first output; returns that output's name."""
+        from onnx import helper
 
-    # Time-major inside the graph: the LSTM operator takes [T, B, in] (onnxruntime has no batch-major LSTM).
-    node("Transpose", ["tokens"], ["tokens_tb"], perm=[1, 0])
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=outputs[0], **attributes))
+        return outputs[0]
+
+
+def add_network(
+    spec: ModelSpec,
+    weights: Mapping[str, np.ndarray],
+    graph: GraphBuilder,
+    tokens_tb: str,
+    initial: list[tuple[str, str]],
+    constants: GraphBuilder | None = None,
+) -> tuple[str, list[tuple[str, str]]]:
+    """The network's nodes from token ids [T, B] (int64) and each layer's state (h, c), each
+    [1, B, H], to the logits [T, B, V] and each layer's state after the last step; returns the names.
+
+    The weights go into ``constants`` (by default ``graph`` itself): a subgraph, such as the body
+    of a ``Loop``, may read them from the graph that holds it.
+    """
+    from onnx import TensorProto
+
+    constant, node = (constants or graph).constant, graph.node
+    hidden, vocab = spec.hidden, spec.vocab_size
     if spec.embedding:
-        node("Gather", [constant("embedding", weights["embedding"]), "tokens_tb"], ["x0"], axis=0)
+        node("Gather", [constant("embedding", weights["embedding"]), tokens_tb], ["x0"], axis=0)
     else:  # the tutorial's input: the id divided by the vocabulary size, one feature
-        node("Cast", ["tokens_tb"], ["tokens_float"], to=TensorProto.FLOAT)
+        node("Cast", [tokens_tb], ["tokens_float"], to=TensorProto.FLOAT)
         node("Div", ["tokens_float", constant("vocab_size", np.asarray(vocab, np.float32))], ["scaled"])
         node("Unsqueeze", ["scaled", constant("feature_axis", np.asarray([2], np.int64))], ["x0"])
-    if layers > 1:
-        names = [f"lstm.{k}.initial_{s}" for s in "hc" for k in range(layers)]
-        node("Split", ["initial_h"], names[:layers], axis=0)
-        node("Split", ["initial_c"], names[layers:], axis=0)
     x = "x0"
-    y_h, y_c = [], []
+    final = []
     direction_axis = constant("direction_axis", np.asarray([1], np.int64))
-    for k in range(layers):
+    for k, (start_h, start_c) in enumerate(initial):
         tensors = {n: constant(f"lstm.{k}.{n}", v) for n, v in lstm_tensors(spec, weights, k).items()}
-        start_h, start_c = (
-            (f"lstm.{k}.initial_h", f"lstm.{k}.initial_c") if layers > 1 else ("initial_h", "initial_c")
-        )
         outputs = [f"lstm.{k}.Y", f"lstm.{k}.Y_h", f"lstm.{k}.Y_c"]
         lstm_inputs = [x, tensors["W"], tensors["R"], tensors["B"], "", start_h, start_c]
         node("LSTM", lstm_inputs, outputs, hidden_size=hidden, direction="forward")
         # Y is [T, directions = 1, B, H]; the next layer and the dense layer take [T, B, H].
-        node("Squeeze", [outputs[0], direction_axis], [f"h{k}"])
-        x = f"h{k}"
-        y_h.append(outputs[1])
-        y_c.append(outputs[2])
-    for name, parts in (("Y_h", y_h), ("Y_c", y_c)):
-        if layers > 1:
-            node("Concat", parts, [name], axis=0)
+        x = node("Squeeze", [outputs[0], direction_axis], [f"h{k}"])
+        final.append((outputs[1], outputs[2]))
+    node("MatMul", [x, constant("dense.kernel", weights["dense.kernel"])], ["dense"])
+    logits = node("Add", ["dense", constant("dense.bias", weights["dense.bias"])], ["logits_tb"])
+    return logits, final
+
+
+def split_state(graph: GraphBuilder, spec: ModelSpec, h: str, c: str) -> list[tuple[str, str]]:
+    """Each layer's (h, c), [1, B, H], from the whole state h and c, [L, B, H]."""
+    if spec.layers == 1:
+        return [(h, c)]
+    names = {s: [f"{source}.layer{k}" for k in range(spec.layers)] for s, source in (("h", h), ("c", c))}
+    graph.node("Split", [h], names["h"], axis=0)
+    graph.node("Split", [c], names["c"], axis=0)
+    return list(zip(names["h"], names["c"], strict=True))
+
+
+def join_state(graph: GraphBuilder, layers: list[tuple[str, str]], h: str, c: str) -> None:
+    """The whole state h and c, [L, B, H], from each layer's (h, c)."""
+    for name, parts in ((h, [p[0] for p in layers]), (c, [p[1] for p in layers])):
+        if len(parts) > 1:
+            graph.node("Concat", parts, [name], axis=0)
         else:
-            node("Identity", parts, [name])
-    node("Transpose", [x], ["top_bt"], perm=[1, 0, 2])
-    node("MatMul", ["top_bt", constant("dense.kernel", weights["dense.kernel"])], ["dense"])
-    node("Add", ["dense", constant("dense.bias", weights["dense.bias"])], ["logits"])
+            graph.node("Identity", parts, [name])
+
+
+def build_graph(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """The inference graph of ``spec`` with ``weights`` (canonical), without seqpred's metadata."""
+    from onnx import TensorProto, helper
+
+    weights = check_weights(spec, weights)
+    layers, hidden, vocab = spec.layers, spec.hidden, spec.vocab_size
+    graph = GraphBuilder()
+    # Time-major inside the graph: the LSTM operator takes [T, B, in] (onnxruntime has no batch-major LSTM).
+    graph.node("Transpose", ["tokens"], ["tokens_tb"], perm=[1, 0])
+    initial = split_state(graph, spec, "initial_h", "initial_c")
+    logits, final = add_network(spec, weights, graph, "tokens_tb", initial)
+    graph.node("Transpose", [logits], ["logits"], perm=[1, 0, 2])
+    join_state(graph, final, "Y_h", "Y_c")
 
     state_shape: list[str | int] = [layers, "batch", hidden]
-    graph = helper.make_graph(
-        nodes,
+    onnx_graph = helper.make_graph(
+        graph.nodes,
         "seqpred_lstm",
         inputs=[
             helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "steps"]),
@@ -175,10 +217,10 @@ def build_graph(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> onnx.Mode
             helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, state_shape),
             helper.make_tensor_value_info("Y_c", TensorProto.FLOAT, state_shape),
         ],
-        initializer=initializers,
+        initializer=graph.initializers,
     )
     model = helper.make_model(
-        graph,
+        onnx_graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
         producer_name="seqpred",
         producer_version=__version__,

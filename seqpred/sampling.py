@@ -94,7 +94,7 @@ def draw_uniforms(rng: np.random.Generator, streams: int, positions: int) -> np.
 
 
 @functools.cache
-def _exp2_fractions() -> np.ndarray:
+def exp2_fractions() -> np.ndarray:
     """``(EXP2_HIGH[f >> 10] * EXP2_LOW[f & 1023]) >> 30`` for every fraction ``f`` (8 MiB): the
     two lookups and the product of step 4 in one lookup, for speed; the same integers."""
     return ((EXP2_HIGH[:, None] * EXP2_LOW[None, :]) >> WEIGHT_BITS).ravel()
@@ -104,7 +104,7 @@ def exp2_weights(t: np.ndarray) -> np.ndarray:
     """Step 4: the int64 weight ``2**(30 + t)`` of float32 ``t`` <= 0."""
     scaled = np.maximum(t, np.float32(LOWEST_LOG2)) * np.float32(2**FRACTION_BITS)
     fixed = np.rint(scaled).astype(np.int64)  # exact: ties to even
-    fraction = np.take(_exp2_fractions(), fixed & (2**FRACTION_BITS - 1))
+    fraction = np.take(exp2_fractions(), fixed & (2**FRACTION_BITS - 1))
     return fraction >> -(fixed >> FRACTION_BITS)  # the whole part, from -32 to 0
 
 

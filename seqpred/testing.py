@@ -56,6 +56,7 @@ from .reference_trainer import ReferenceTrainer
 from .registry import get_registry
 from .runs import OPTIMIZER_FILE, load_run, load_tensors
 from .sampling import SamplingSettings, pick
+from .sampling import weights as sampling_weights
 from .scoring import window_loss as evaluate
 from .spec import OBJECTIVES, ModelSpec
 from .train import Trainer
@@ -195,6 +196,56 @@ def check_fused_generation(
         rtol=0,
         atol=tolerance,
         err_msg="the state after feeding all but the last token picked",
+    )
+    if not settings.greedy:
+        check_picks_at_the_boundaries(model, spec, settings, start[:, :, :1], tokens[:1])
+
+
+def boundary_uniforms(weights: np.ndarray, count: int) -> np.ndarray:
+    """Pairs of uniforms that straddle the boundaries of the cumulative ``weights`` [V] (int64):
+    for up to ``count`` tokens j of non-zero weight, the least u whose threshold ``u * total``
+    reaches the cumulative weight up to j, and the float64 just below it, in that order."""
+    cdf = np.cumsum(weights)
+    total = float(cdf[-1])
+    candidates = np.flatnonzero(weights[:-1])
+    chosen = candidates[np.linspace(0, len(candidates) - 1, min(count, len(candidates))).astype(int)]
+    pairs = []
+    for j in np.unique(chosen):
+        u = float(cdf[j]) / total
+        while u * total < cdf[j]:
+            u = float(np.nextafter(u, 1.0))
+        while u > 0 and float(np.nextafter(u, 0.0)) * total >= cdf[j]:
+            u = float(np.nextafter(u, 0.0))
+        pairs += [u, float(np.nextafter(u, 0.0))]
+    return np.asarray(pairs, dtype=np.float64)
+
+
+def check_picks_at_the_boundaries(
+    model: Model, spec: ModelSpec, settings: SamplingSettings, start: np.ndarray, token: np.ndarray
+) -> None:
+    """One position, one stream's start replicated, with uniforms on both sides of the boundaries
+    between tokens (:func:`boundary_uniforms`): a fused sampler whose integer weights differ from
+    the core's by one unit picks another token on one side of some boundary. Random uniforms
+    almost never fall that close."""
+    rows = 32
+
+    def one_position(uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        state = model.state_from_numpy(np.repeat(start, rows, axis=2))
+        chosen, _, logits = model.generate_tokens(
+            np.repeat(token, rows), state, settings, uniforms[:, None], return_logits=True
+        )
+        return chosen[:, 0], np.asarray(logits)[:, 0]
+
+    _, logits = one_position(np.zeros(rows))
+    uniforms = boundary_uniforms(sampling_weights(logits[:1], settings)[0], rows // 2)
+    uniforms = np.resize(uniforms, rows)  # the pairs repeated to fill the rows (one shape, one kernel)
+    chosen, logits = one_position(uniforms)
+    expected = pick(logits, settings, uniforms)
+    wrong = np.flatnonzero(chosen != expected)
+    assert not len(wrong), (
+        f"{settings}: the fused loop picked token {chosen[wrong[0]]} where seqpred.sampling.pick picks "
+        f"{expected[wrong[0]]} from the same logits and the uniform {float(uniforms[wrong[0]])!r}, which "
+        f"lies at the boundary between two tokens' cumulative weights: are its integer weights the core's?"
     )
 
 
@@ -815,13 +866,14 @@ class BackendConformance:
         self.require_fused(model, backend_name)
         check_fused_generation(model, spec, weights, SAMPLING_CASES[case], tolerance=self.logit_tolerance)
 
-    def test_fused_generation_carries_on_across_calls(self, backend_name: str, device: str):
+    @pytest.mark.parametrize("case", ["temperature-0.7", "top-p-0.9"])
+    def test_fused_generation_carries_on_across_calls(self, backend_name: str, device: str, case: str):
         """Two calls, the second fed the first's last token and state, give the tokens of one call;
         without ``return_logits`` the same tokens, and None for the logits."""
         spec = self.spec()
         model = self.make_model(backend_name, spec, device, weights=perturbed_weights(spec))
         self.require_fused(model, backend_name)
-        settings = SamplingSettings(temperature=0.9, top_p=0.95)
+        settings = SAMPLING_CASES[case]
         uniforms = np.random.default_rng(7).random((3, 16))
         tokens = np.asarray([1, 2, 3], dtype=np.int32)
         whole, _, _ = model.generate_tokens(tokens, model.initial_state(3), settings, uniforms)
@@ -830,14 +882,16 @@ class BackendConformance:
         second, _, _ = model.generate_tokens(first[:, -1], state, settings, uniforms[:, 7:])
         np.testing.assert_array_equal(np.concatenate([first, second], axis=1), whole)
 
-    def test_fused_generation_equals_the_generic_loop(self, backend_name: str, device: str):
-        """The fused loop and the core's loop over step give the same tokens from the same uniforms."""
+    @pytest.mark.parametrize("case", ["plain", "greedy", "all-three"])
+    def test_fused_generation_equals_the_generic_loop(self, backend_name: str, device: str, case: str):
+        """The fused loop and the core's loop over step give the same tokens from the same uniforms
+        (without ``return_logits``, which a loop may compute another way)."""
         from .generate import stepped_tokens
 
         spec = self.spec()
         model = self.make_model(backend_name, spec, device, weights=perturbed_weights(spec))
         self.require_fused(model, backend_name)
-        settings = SamplingSettings(temperature=0.8, top_k=12)
+        settings = SAMPLING_CASES[case]
         uniforms = np.random.default_rng(8).random((4, 60))
         tokens = np.asarray([0, 5, 9, 2], dtype=np.int32)
         fused, _, _ = model.generate_tokens(tokens, model.initial_state(4), settings, uniforms)

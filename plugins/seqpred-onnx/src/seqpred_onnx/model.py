@@ -4,6 +4,8 @@ The model keeps the canonical weights; on first use it writes them as the ONNX g
 :mod:`seqpred.export`, in memory, and opens an onnxruntime session on it. :meth:`OnnxModel.step`
 and :meth:`OnnxModel.forward` are one session call each, with the state two float32 arrays
 [layers, B, H], h and c, fed back as the graph's ``initial_h`` and ``initial_c``.
+:meth:`OnnxModel.generate_tokens` runs a chunk of tokens in one call of a second graph, a ``Loop``
+over the same network with the core's sampling inside (:mod:`seqpred_onnx.fused`).
 
 The backend cannot train (it declares ``trains = False``, so the core never asks it to): the
 training methods raise :class:`NotImplementedError`.
@@ -19,9 +21,11 @@ import onnxruntime as ort
 from seqpred import Model, ModelSpec, OptimizerSettings
 from seqpred.export import build_graph
 from seqpred.reference import cross_entropy
-from seqpred.sampling import SamplingSettings, pick
+from seqpred.sampling import SamplingSettings, log2_scale, pick
 from seqpred.threads import chosen_threads, recent_free_cores
 from seqpred.weights import DTYPE, Weights, check_weights, init_weights
+
+from .fused import fusable, generation_graph
 
 State = tuple[np.ndarray, np.ndarray]  # h and c, each [layers, B, H]
 
@@ -73,6 +77,7 @@ class OnnxModel(Model):
         self._weights: Weights | None = None
         self._options = session_options()  # here, so that a bad SEQPRED_ONNX_THREADS stops create_model
         self._session: ort.InferenceSession | None = None  # opened on first use
+        self._loops: dict[tuple[bool, bool], ort.InferenceSession] = {}  # generation loops, by kind
 
     # -- weights -------------------------------------------------------------------------------
     @property
@@ -87,13 +92,25 @@ class OnnxModel(Model):
     def set_weights(self, weights: Weights) -> None:
         self._weights = {name: value.copy() for name, value in check_weights(self.spec, weights).items()}
         self._session = None
+        self._loops = {}
 
     def session(self) -> ort.InferenceSession:
         """The onnxruntime session over the exported graph of the current weights."""
         if self._session is None:
-            graph = build_graph(self.spec, self.weights).SerializeToString()
-            self._session = ort.InferenceSession(graph, self._options, providers=["CPUExecutionProvider"])
+            self._session = self._open(build_graph(self.spec, self.weights))
         return self._session
+
+    def loop_session(self, greedy: bool, return_logits: bool) -> ort.InferenceSession:
+        """The session over the generation loop of :mod:`seqpred_onnx.fused` of one kind."""
+        kind = (greedy, return_logits)
+        if kind not in self._loops:
+            graph = generation_graph(self.spec, self.weights, greedy=greedy, return_logits=return_logits)
+            self._loops[kind] = self._open(graph)
+        return self._loops[kind]
+
+    def _open(self, graph) -> ort.InferenceSession:
+        data = graph.SerializeToString()
+        return ort.InferenceSession(data, self._options, providers=["CPUExecutionProvider"])
 
     # -- inference -----------------------------------------------------------------------------
     def initial_state(self, batch: int) -> State:
@@ -115,9 +132,29 @@ class OnnxModel(Model):
         return self.run(tokens, state)
 
     def generate_tokens(self, tokens, state, settings: SamplingSettings, uniforms, *, return_logits=False):
-        """Fused generation: one session call and the core's own :func:`~seqpred.sampling.pick` per
-        token, with nothing else between them (the feeds reused, the state passed straight back)."""
+        """Fused generation: the whole chunk in one call of the ``Loop`` graph of
+        :mod:`seqpred_onnx.fused` (greedy, or temperature alone); with top-k or top-p, one session
+        call and the core's own :func:`~seqpred.sampling.pick` per token."""
         uniforms = np.asarray(uniforms, dtype=np.float64)
+        if not fusable(settings, self.spec.vocab_size):
+            return self._stepped(tokens, state, settings, uniforms, return_logits)
+        streams, count = uniforms.shape
+        h, c = state
+        feeds = {
+            "count": np.asarray(count, dtype=np.int64),
+            "tokens": np.asarray(tokens, dtype=np.int64).reshape(streams),
+            "initial_h": h,
+            "initial_c": c,
+            "uniforms": np.ascontiguousarray(uniforms.T[..., None]),
+            "scale": np.asarray(log2_scale(settings), dtype=np.float32),
+        }
+        outputs = self.loop_session(settings.greedy, return_logits).run(None, feeds)
+        chosen = outputs[0].T.astype(np.int32)
+        seen = np.ascontiguousarray(outputs[3].transpose(1, 0, 2)) if return_logits else None
+        return chosen, (outputs[1], outputs[2]), seen
+
+    def _stepped(self, tokens, state, settings, uniforms, return_logits):
+        """One session call and one :func:`~seqpred.sampling.pick` per token, nothing else between."""
         streams, count = uniforms.shape
         chosen = np.empty((streams, count), dtype=np.int32)
         seen = np.empty((streams, count, self.spec.vocab_size), DTYPE) if return_logits else None
