@@ -37,7 +37,15 @@ from onnx import TensorProto, helper
 
 from seqpred import ModelSpec
 from seqpred.export import IR_VERSION, OPSET, GraphBuilder, add_network, join_state, split_state
-from seqpred.sampling import FRACTION_BITS, LOWEST_LOG2, SamplingSettings, exp2_fractions
+from seqpred.sampling import (
+    EXP2_HIGH,
+    EXP2_LOW,
+    FRACTION_BITS,
+    LOWEST_LOG2,
+    TABLE_BITS,
+    WEIGHT_BITS,
+    SamplingSettings,
+)
 
 #: ``t`` is clamped at LOWEST_LOG2 = -32: adding this to the fixed-point ``t`` makes it non-negative.
 _OFFSET = -int(LOWEST_LOG2) * 2**FRACTION_BITS
@@ -60,15 +68,22 @@ def _sampler(body: GraphBuilder, constants: GraphBuilder, logits: str, vocab: in
     node("Mul", ["t_clamped", fraction_scale], ["t_fixed"])
     node("Round", ["t_fixed"], ["t_rounded"])
     node("Cast", ["t_rounded"], ["fixed"], to=TensorProto.INT64)
-    # The core's fixed >> 20 (from -32 to 0) and fixed & (2**20 - 1), from fixed + 32 * 2**20 >= 0.
+    # The core's fixed >> 20 (from -32 to 0) and fixed & (2**20 - 1), from fixed + 32 * 2**20 >= 0,
+    # and the fraction's two halves, which index the two tables (8 KiB each: they stay in cache).
     node("Add", ["fixed", const("offset", np.asarray(_OFFSET, np.int64))], ["shifted"])
     node("Div", ["shifted", const("fraction_unit", np.asarray(2**FRACTION_BITS, np.int64))], ["whole"])
-    node("Mod", ["shifted", "fraction_unit"], ["fraction"])
-    node("Gather", [const("exp2_fractions", exp2_fractions()), "fraction"], ["fraction_weight"], axis=0)
-    # The core shifts right by -(whole - 32): the same as dividing by 2**(32 - whole), rounding down.
-    powers = np.asarray([2 ** (32 - whole) for whole in range(33)], np.int64)
+    table_unit = const("table_unit", np.asarray(2**TABLE_BITS, np.int64))
+    node("Div", ["shifted", table_unit], ["shifted_high"])
+    node("Mod", ["shifted_high", table_unit], ["high_index"])
+    node("Mod", ["shifted", table_unit], ["low_index"])
+    node("Gather", [const("exp2_high", EXP2_HIGH), "high_index"], ["high"], axis=0)
+    node("Gather", [const("exp2_low", EXP2_LOW), "low_index"], ["low"], axis=0)
+    node("Mul", ["high", "low"], ["product"])  # below 2**62
+    # The core shifts the product right by 30, then by 32 - whole: one division by 2**(62 - whole),
+    # rounding down (non-negative numbers).
+    powers = np.asarray([2 ** (WEIGHT_BITS + 32 - whole) for whole in range(33)], np.int64)
     node("Gather", [const("powers", powers), "whole"], ["divisor"], axis=0)
-    node("Div", ["fraction_weight", "divisor"], ["weights"])
+    node("Div", ["product", "divisor"], ["weights"])
     # Step 6: the first token whose cumulative weight exceeds u * total (compared in float64).
     node("CumSum", ["weights", const("vocab_axis", np.asarray(1, np.int64))], ["cdf"])
     node("Gather", ["cdf", const("last_id", np.asarray([vocab - 1], np.int64))], ["total"], axis=1)
