@@ -92,20 +92,33 @@ def _cpu_times(cpus: set[int]) -> dict[int, tuple[int, int]]:
     return times
 
 
+def _own_cpu_seconds() -> float:
+    """CPU time of this process so far, every thread's, user and system."""
+    times = os.times()
+    return times.user + times.system
+
+
 def busy_cores(seconds: float = SAMPLE_SECONDS) -> float:
-    """Cores of this process's CPU set that are busy now (0.0 to their number), sampled over ``seconds``."""
+    """Cores of this process's CPU set that other programs keep busy now (0.0 to their number),
+    sampled over ``seconds``.
+
+    This process's own threads are left out: while the caller sleeps through the sample, they
+    can only be threads of its own that are finishing or spinning after their last work (another
+    onnxruntime session, a framework's pool), which stop by themselves, and do not compete with
+    the work the count is chosen for."""
     try:
         cpus = os.sched_getaffinity(0)
-        before = _cpu_times(cpus)
+        before, own_before, started = _cpu_times(cpus), _own_cpu_seconds(), time.monotonic()
         time.sleep(seconds)
-        after = _cpu_times(cpus)
+        after, own_after, ended = _cpu_times(cpus), _own_cpu_seconds(), time.monotonic()
         busy = 0.0
         for cpu, (b1, t1) in after.items():
             b0, t0 = before.get(cpu, (b1, t1))
             if t1 > t0:
                 busy += (b1 - b0) / (t1 - t0)
         if after:
-            return busy
+            own = (own_after - own_before) / max(ended - started, 1e-9)
+            return max(0.0, busy - own)
     except (AttributeError, OSError, ValueError):
         pass
     try:

@@ -92,6 +92,20 @@ def test_a_busy_core_is_seen():
         spinner.wait()
 
 
+def test_this_processs_own_threads_are_not_counted(monkeypatch):
+    """A thread of this process that spins through the sample (onnxruntime's, after its session's
+    last call) is not another program: it leaves the count of busy cores as it was."""
+    ticks = iter([{0: (0, 100), 1: (0, 100)}, {0: (100, 200), 1: (0, 200)}])  # CPU 0 busy throughout
+    own = iter([5.0, 5.0 + threads.SAMPLE_SECONDS])  # ... and that was this process
+    monkeypatch.setattr(threads, "_cpu_times", lambda cpus: next(ticks))
+    monkeypatch.setattr(threads, "_own_cpu_seconds", lambda: next(own))
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1})
+    clock = iter([0.0, threads.SAMPLE_SECONDS])
+    monkeypatch.setattr(threads.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(threads.time, "sleep", lambda seconds: None)
+    assert busy_cores() == pytest.approx(0.0, abs=1e-9)
+
+
 APPLIED = textwrap.dedent(
     """
     import json, sys
