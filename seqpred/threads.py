@@ -102,10 +102,10 @@ def busy_cores(seconds: float = SAMPLE_SECONDS) -> float:
     """Cores of this process's CPU set that other programs keep busy now (0.0 to their number),
     sampled over ``seconds``.
 
-    This process's own threads are left out: while the caller sleeps through the sample, they
-    can only be threads of its own that are finishing or spinning after their last work (another
-    onnxruntime session, a framework's pool), which stop by themselves, and do not compete with
-    the work the count is chosen for."""
+    This process's own threads are left out: the count is for sharing the machine with other
+    programs. While the caller sleeps through the sample, its own busy threads are mostly ones
+    spinning after their last work (another onnxruntime session's, a framework's pool), which
+    stop by themselves; counted, they made a new session choose threads that sleep."""
     try:
         cpus = os.sched_getaffinity(0)
         before, own_before, started = _cpu_times(cpus), _own_cpu_seconds(), time.monotonic()
